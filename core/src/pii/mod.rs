@@ -1,0 +1,1 @@
+//! PII engine (§7). Placeholder until the engine lands.

@@ -1,0 +1,180 @@
+//! Wire types shared by control and the proxy (`design.md` §4, §5, §8).
+//!
+//! The proxy's static config and control's `/internal/v1/snapshot` both describe the same
+//! things — providers (deployments), projects, public keys, revoked tokens — so they share
+//! these types. Provider keys travel only inside [`SealedSecret`]s (AES-256-GCM under a key
+//! derived from `IRON_PROXY_SECRET`, see `transit`), never in plaintext.
+
+use serde::{Deserialize, Serialize};
+
+use crate::token::PublicKey;
+
+/// Provider kinds (`iron provider add --kind …`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    Openai,
+    Anthropic,
+    OpenaiCompatible,
+    AzureOpenai,
+}
+
+/// The API family a provider speaks; routes of one family go to providers of that family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiFamily {
+    OpenAi,
+    Anthropic,
+}
+
+impl ProviderKind {
+    pub const fn family(self) -> ApiFamily {
+        match self {
+            ProviderKind::Openai | ProviderKind::OpenaiCompatible | ProviderKind::AzureOpenai => {
+                ApiFamily::OpenAi
+            }
+            ProviderKind::Anthropic => ApiFamily::Anthropic,
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::Openai => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::OpenaiCompatible => "openai-compatible",
+            ProviderKind::AzureOpenai => "azure-openai",
+        }
+    }
+}
+
+impl std::str::FromStr for ProviderKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "openai" => Ok(ProviderKind::Openai),
+            "anthropic" => Ok(ProviderKind::Anthropic),
+            "openai-compatible" => Ok(ProviderKind::OpenaiCompatible),
+            "azure-openai" => Ok(ProviderKind::AzureOpenai),
+            other => Err(format!(
+                "unknown provider kind `{other}` (expected openai, anthropic, openai-compatible or azure-openai)"
+            )),
+        }
+    }
+}
+
+/// A secret encrypted for transit or storage: base64 nonce and ciphertext (AES-256-GCM).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedSecret {
+    /// Id of the key that sealed it (rotation).
+    pub key_id: String,
+    pub nonce: String,
+    pub ciphertext: String,
+}
+
+/// A provider deployment as the proxy sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderSpec {
+    pub id: String,
+    pub name: String,
+    pub kind: ProviderKind,
+    /// Base URL without the `/v1` suffix, e.g. `https://api.openai.com`.
+    pub base_url: String,
+    /// Glob patterns of model names served (`*` = all).
+    #[serde(default = "default_models")]
+    pub models: Vec<String>,
+    /// Higher wins among healthy deployments of a family.
+    #[serde(default)]
+    pub priority: i32,
+    /// The provider key sealed for this proxy.
+    pub api_key: SealedSecret,
+}
+
+fn default_models() -> Vec<String> {
+    vec!["*".into()]
+}
+
+/// A project as the proxy sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectSpec {
+    pub id: String,
+    pub name: String,
+    /// Provider ids this project may use; empty = all providers.
+    #[serde(default)]
+    pub providers: Vec<String>,
+    /// Glob patterns of allowed models; empty = all.
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+}
+
+/// Everything a proxy needs from control, served at `GET /internal/v1/snapshot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Monotonic version (the id of the last control event included).
+    pub version: u64,
+    pub keys: Vec<PublicKey>,
+    pub projects: Vec<ProjectSpec>,
+    pub providers: Vec<ProviderSpec>,
+    /// Ids of revoked tokens that have not expired yet.
+    pub revoked: Vec<String>,
+}
+
+/// Change notifications on `GET /internal/v1/events` (SSE; `id:` = version, resumable with
+/// `Last-Event-ID`). `event:` is the variant name in snake_case, `data:` the JSON body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ControlEvent {
+    /// A token was revoked: proxies refuse it immediately.
+    TokenRevoked { token_id: String },
+    /// Projects, providers or keys changed: proxies re-fetch the snapshot.
+    ConfigChanged,
+}
+
+/// Glob match for model patterns: `*` matches any run of characters; everything else is
+/// literal. `gpt-4o*` matches `gpt-4o-mini`.
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && p[pi] != b'*' && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == b'*' {
+            star = Some(pi);
+            pi += 1;
+            mark = ti;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("gpt-4o*", "gpt-4o-mini"));
+        assert!(glob_match("gpt-4o*", "gpt-4o"));
+        assert!(!glob_match("gpt-4o*", "gpt-4"));
+        assert!(glob_match("*-mini", "gpt-4o-mini"));
+        assert!(glob_match("o*3*", "o1-3x"));
+        assert!(!glob_match("claude-*", "gpt-4o"));
+        assert!(glob_match("exact", "exact"));
+        assert!(!glob_match("exact", "exact2"));
+    }
+
+    #[test]
+    fn provider_kind_serde_is_kebab() {
+        let k: ProviderKind = serde_json::from_str("\"openai-compatible\"").unwrap_or(ProviderKind::Openai);
+        assert_eq!(k, ProviderKind::OpenaiCompatible);
+        assert_eq!(k.family(), ApiFamily::OpenAi);
+    }
+}

@@ -1,0 +1,164 @@
+//! The HTTP client side of the proxy: provider endpoints, async DNS with a cache, and the
+//! pingora connector (pooled connections, h1/h2, rustls).
+//!
+//! Used by the *upstream* stage (7). `HttpPeer::new` with a hostname resolves with blocking
+//! DNS and panics on failure, so peers are always built from a [`SocketAddr`] that
+//! [`Resolver`] looked up asynchronously and cached.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use pingora_core::protocols::ALPN;
+use pingora_core::upstreams::peer::HttpPeer;
+
+/// How long a DNS answer is reused.
+const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// Scheme, host, port and path prefix of a provider base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without trailing slash and without a trailing `/v1` (agent paths carry it).
+    pub prefix: String,
+    /// Value for the `Host` header.
+    pub authority: String,
+}
+
+impl Endpoint {
+    pub fn parse(base_url: &str) -> Result<Self, String> {
+        let uri: http::Uri = base_url.parse().map_err(|_| format!("`{base_url}` is not a URL"))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("`{base_url}`: the scheme must be http or https")),
+        };
+        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("`{base_url}` has no host"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let mut prefix = uri.path().trim_end_matches('/').to_owned();
+        if prefix.ends_with("/v1") {
+            prefix.truncate(prefix.len() - 3);
+        }
+        let default_port = (tls && port == 443) || (!tls && port == 80);
+        let authority = match (host.contains(':'), default_port) {
+            (true, true) => format!("[{host}]"),
+            (true, false) => format!("[{host}]:{port}"),
+            (false, true) => host.clone(),
+            (false, false) => format!("{host}:{port}"),
+        };
+        Ok(Endpoint { tls, host, port, prefix, authority })
+    }
+
+    /// The upstream path for an agent path like `/v1/chat/completions?x=1`.
+    pub fn path_for(&self, agent_path: &str) -> String {
+        format!("{}{}", self.prefix, agent_path)
+    }
+}
+
+/// Async DNS resolution with a small TTL cache.
+#[derive(Default)]
+pub struct Resolver {
+    cache: RwLock<HashMap<(String, u16), (SocketAddr, Instant)>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver").finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<SocketAddr> {
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, port));
+        }
+        let key = (host.to_owned(), port);
+        if let Some((addr, at)) = self.cache.read().ok().and_then(|c| c.get(&key).copied())
+            && at.elapsed() < DNS_TTL
+        {
+            return Ok(addr);
+        }
+        let addr = tokio::net::lookup_host((host, port))
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+        if let Ok(mut c) = self.cache.write() {
+            c.insert(key, (addr, Instant::now()));
+        }
+        Ok(addr)
+    }
+}
+
+/// Timeouts applied to one upstream exchange.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+}
+
+/// Builds the pingora peer for `endpoint` at `addr`.
+pub fn peer(endpoint: &Endpoint, addr: SocketAddr, t: Timeouts) -> HttpPeer {
+    let mut peer = HttpPeer::new(addr, endpoint.tls, endpoint.host.clone());
+    peer.options.connection_timeout = Some(t.connect);
+    peer.options.total_connection_timeout = Some(t.connect);
+    peer.options.read_timeout = Some(t.first_byte);
+    peer.options.write_timeout = Some(t.first_byte);
+    peer.options.alpn = if endpoint.tls { ALPN::H2H1 } else { ALPN::H1 };
+    peer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_base_urls() {
+        let e = Endpoint::parse("https://api.openai.com/v1/").unwrap();
+        assert!(e.tls);
+        assert_eq!((e.host.as_str(), e.port, e.prefix.as_str()), ("api.openai.com", 443, ""));
+        assert_eq!(e.authority, "api.openai.com");
+        assert_eq!(e.path_for("/v1/models"), "/v1/models");
+        let e = Endpoint::parse("http://127.0.0.1:8081/proxy").unwrap();
+        assert_eq!((e.port, e.prefix.as_str(), e.authority.as_str()), (8081, "/proxy", "127.0.0.1:8081"));
+        assert_eq!(e.path_for("/v1/messages"), "/proxy/v1/messages");
+        assert!(Endpoint::parse("ftp://x").is_err());
+        assert!(Endpoint::parse("not a url").is_err());
+    }
+
+    #[tokio::test]
+    async fn resolves_literals_and_localhost() {
+        let r = Resolver::default();
+        assert_eq!(r.resolve("127.0.0.1", 80).await.unwrap().port(), 80);
+        assert!(r.resolve("localhost", 81).await.unwrap().ip().is_loopback());
+    }
+}
+
+/// Everything needed to talk to providers, shared by all requests.
+pub struct Net {
+    pub connector: pingora_core::connectors::http::Connector,
+    pub resolver: Resolver,
+    pub timeouts: Timeouts,
+    pub pool_idle: Duration,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net").field("timeouts", &self.timeouts).finish_non_exhaustive()
+    }
+}
+
+impl Net {
+    pub fn new(timeouts: Timeouts, pool_idle: Duration) -> Self {
+        Net {
+            connector: pingora_core::connectors::http::Connector::new(None),
+            resolver: Resolver::default(),
+            timeouts,
+            pool_idle,
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! Proxy configuration: TOML file + `IRON_<SECTION>__<KEY>` env overrides → [`ProxyConfig`].
+//!
+//! Read once at start-up, before any request. The file is parsed into `Raw*` structs with
+//! `deny_unknown_fields` (errors name the offending path), then validated into typed values.
+//! The process environment is read through [`Env`] so tests never touch real env vars.
+//! Secrets (provider keys, the proxy secret) are referenced by env var name or file path and
+//! loaded into zeroizing memory; they are never printed (no `Debug` shows them).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use iron_core::token::PublicKey;
+use iron_core::wire::ProviderKind;
+use serde::Deserialize;
+use zeroize::Zeroizing;
+
+/// Reads environment variables. Production uses [`ProcessEnv`]; tests pass a map.
+pub trait Env {
+    fn get(&self, name: &str) -> Option<String>;
+    fn vars(&self) -> Vec<(String, String)>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        BTreeMap::get(self, name).cloned()
+    }
+    fn vars(&self) -> Vec<(String, String)> {
+        self.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
+    }
+}
+
+/// Why the configuration was refused. Messages name the path, never a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("invalid TOML: {0}")]
+    Toml(String),
+    #[error("invalid configuration at `{path}`: {message}")]
+    Invalid { path: String, message: String },
+}
+
+fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { path: path.into(), message: message.into() }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    auth: RawAuth,
+    #[serde(default)]
+    control: Option<RawControl>,
+    #[serde(default)]
+    projects: Vec<RawProject>,
+    #[serde(default)]
+    providers: Vec<RawProvider>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    admin_listen: String,
+    threads: usize,
+    max_request_bytes: u64,
+    shutdown_grace_secs: u64,
+    h2c: bool,
+    log_format: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "0.0.0.0:8080".into(),
+            admin_listen: "127.0.0.1:9090".into(),
+            threads: 0,
+            max_request_bytes: 32 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+            h2c: true,
+            log_format: "text".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawUpstream {
+    connect_timeout_ms: u64,
+    first_byte_timeout_ms: u64,
+    idle_timeout_ms: u64,
+    pool_idle_secs: u64,
+}
+
+impl Default for RawUpstream {
+    fn default() -> Self {
+        RawUpstream {
+            connect_timeout_ms: 5_000,
+            first_byte_timeout_ms: 60_000,
+            idle_timeout_ms: 120_000,
+            pool_idle_secs: 90,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    public_keys: Vec<PublicKey>,
+    #[serde(default)]
+    public_keys_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawControl {
+    url: String,
+    #[serde(default = "default_secret_env")]
+    proxy_secret_env: String,
+    #[serde(default)]
+    proxy_secret_file: Option<PathBuf>,
+}
+
+fn default_secret_env() -> String {
+    "IRON_PROXY_SECRET".into()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProject {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    providers: Vec<String>,
+    #[serde(default)]
+    allowed_models: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvider {
+    id: String,
+    #[serde(default)]
+    name: Option<String>,
+    kind: String,
+    base_url: String,
+    #[serde(default)]
+    models: Vec<String>,
+    #[serde(default)]
+    priority: i32,
+    #[serde(default)]
+    api_key_env: Option<String>,
+    #[serde(default)]
+    api_key_file: Option<PathBuf>,
+}
+
+/// Validated proxy configuration.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub source: Source,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// Worker threads (0 = number of cores).
+    pub threads: usize,
+    pub max_request_bytes: usize,
+    pub shutdown_grace: Duration,
+    pub h2c: bool,
+    pub log_json: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    pub first_byte_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub pool_idle: Duration,
+}
+
+/// Where routing data (keys, projects, providers) comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Everything from this file (`design.md` static mode).
+    Static(StaticSource),
+    /// Loaded from and kept in sync with the control service.
+    Control(ControlSource),
+}
+
+#[derive(Debug, Clone)]
+pub struct StaticSource {
+    pub public_keys: Vec<PublicKey>,
+    pub projects: Vec<ProjectConfig>,
+    pub providers: Vec<ProviderConfig>,
+}
+
+#[derive(Clone)]
+pub struct ControlSource {
+    pub url: String,
+    pub proxy_secret: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for ControlSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlSource").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    pub id: String,
+    pub name: String,
+    pub providers: Vec<String>,
+    pub allowed_models: Vec<String>,
+}
+
+#[derive(Clone)]
+pub struct ProviderConfig {
+    pub id: String,
+    pub name: String,
+    pub kind: ProviderKind,
+    pub base_url: String,
+    pub models: Vec<String>,
+    pub priority: i32,
+    pub api_key: Zeroizing<String>,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyConfig {
+    /// Loads `path` and applies env overrides from `env`.
+    pub fn load(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Self::from_toml(&text, env)
+    }
+
+    /// Parses TOML text and applies env overrides from `env`.
+    pub fn from_toml(text: &str, env: &dyn Env) -> Result<Self, ConfigError> {
+        let mut value: toml::Table =
+            toml::from_str(text).map_err(|e| ConfigError::Toml(e.message().to_owned()))?;
+        apply_env_overrides(&mut value, env)?;
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(value))
+            .map_err(|e| invalid(e.path().to_string(), e.inner().message().to_owned()))?;
+        validate(raw, env)
+    }
+}
+
+/// `IRON_SERVER__LISTEN=…` sets `server.listen`. Values are parsed as TOML scalars when they
+/// look like one (numbers, booleans), else taken as strings.
+fn apply_env_overrides(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigError> {
+    for (name, raw) in env.vars() {
+        let Some(rest) = name.strip_prefix("IRON_") else { continue };
+        let Some((section, key)) = rest.split_once("__") else { continue };
+        let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
+        if section == "otel" {
+            continue;
+        }
+        let value = raw
+            .parse::<i64>()
+            .map(toml::Value::Integer)
+            .or_else(|_| raw.parse::<bool>().map(toml::Value::Boolean))
+            .unwrap_or_else(|_| toml::Value::String(raw.clone()));
+        let entry = table
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let toml::Value::Table(section_table) = entry else {
+            return Err(invalid(name, format!("`{section}` is not a table")));
+        };
+        section_table.insert(key, value);
+    }
+    Ok(())
+}
+
+fn parse_addr(path: &str, s: &str) -> Result<SocketAddr, ConfigError> {
+    s.parse().map_err(|_| invalid(path, format!("`{s}` is not a socket address (ip:port)")))
+}
+
+fn load_secret(
+    path: &str,
+    env_name: Option<&str>,
+    file: Option<&Path>,
+    env: &dyn Env,
+) -> Result<Zeroizing<String>, ConfigError> {
+    match (env_name, file) {
+        (Some(var), None) => env
+            .get(var)
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| Zeroizing::new(v.trim().to_owned()))
+            .ok_or_else(|| invalid(path, format!("environment variable {var} is not set"))),
+        (None, Some(file)) => std::fs::read_to_string(file)
+            .map(|v| Zeroizing::new(v.trim().to_owned()))
+            .map_err(|e| invalid(path, format!("cannot read {}: {e}", file.display()))),
+        _ => Err(invalid(path, "set exactly one of *_env or *_file")),
+    }
+}
+
+fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
+    let s = raw.server;
+    if s.max_request_bytes == 0 || s.max_request_bytes > 1 << 30 {
+        return Err(invalid("server.max_request_bytes", "must be between 1 and 1 GiB"));
+    }
+    let log_json = match s.log_format.as_str() {
+        "json" => true,
+        "text" => false,
+        other => return Err(invalid("server.log_format", format!("`{other}`: expected text or json"))),
+    };
+    let server = ServerConfig {
+        listen: parse_addr("server.listen", &s.listen)?,
+        admin_listen: parse_addr("server.admin_listen", &s.admin_listen)?,
+        threads: s.threads,
+        max_request_bytes: usize::try_from(s.max_request_bytes).unwrap_or(usize::MAX),
+        shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
+        h2c: s.h2c,
+        log_json,
+    };
+    let u = raw.upstream;
+    for (path, v) in [
+        ("upstream.connect_timeout_ms", u.connect_timeout_ms),
+        ("upstream.first_byte_timeout_ms", u.first_byte_timeout_ms),
+        ("upstream.idle_timeout_ms", u.idle_timeout_ms),
+    ] {
+        if v == 0 {
+            return Err(invalid(path, "must be greater than 0"));
+        }
+    }
+    let upstream = UpstreamConfig {
+        connect_timeout: Duration::from_millis(u.connect_timeout_ms),
+        first_byte_timeout: Duration::from_millis(u.first_byte_timeout_ms),
+        idle_timeout: Duration::from_millis(u.idle_timeout_ms),
+        pool_idle: Duration::from_secs(u.pool_idle_secs),
+    };
+
+    let source = if let Some(c) = raw.control {
+        if !raw.projects.is_empty() || !raw.providers.is_empty() {
+            return Err(invalid("control", "static projects/providers cannot be combined with [control]"));
+        }
+        if !c.url.starts_with("http://") && !c.url.starts_with("https://") {
+            return Err(invalid("control.url", "must be an http(s) URL"));
+        }
+        let secret = load_secret(
+            "control.proxy_secret",
+            if c.proxy_secret_file.is_some() { None } else { Some(&c.proxy_secret_env) },
+            c.proxy_secret_file.as_deref(),
+            env,
+        )?;
+        Source::Control(ControlSource { url: c.url.trim_end_matches('/').to_owned(), proxy_secret: secret })
+    } else {
+        let mut public_keys = raw.auth.public_keys;
+        if let Some(file) = &raw.auth.public_keys_file {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| invalid("auth.public_keys_file", format!("cannot read {}: {e}", file.display())))?;
+            let keys: Vec<PublicKey> = serde_json::from_str(&text)
+                .map_err(|e| invalid("auth.public_keys_file", format!("expected a JSON array of keys: {e}")))?;
+            public_keys.extend(keys);
+        }
+        if public_keys.is_empty() {
+            return Err(invalid("auth.public_keys", "static mode needs at least one public key"));
+        }
+        iron_core::token::TokenVerifier::new(&public_keys)
+            .map_err(|e| invalid("auth.public_keys", e.to_string()))?;
+        let mut providers = Vec::with_capacity(raw.providers.len());
+        for (i, p) in raw.providers.into_iter().enumerate() {
+            let path = format!("providers[{i}]");
+            let kind: ProviderKind =
+                p.kind.parse().map_err(|e: String| invalid(format!("{path}.kind"), e))?;
+            crate::client::Endpoint::parse(&p.base_url)
+                .map_err(|e| invalid(format!("{path}.base_url"), e))?;
+            let api_key = load_secret(
+                &format!("{path}.api_key"),
+                p.api_key_env.as_deref(),
+                p.api_key_file.as_deref(),
+                env,
+            )?;
+            providers.push(ProviderConfig {
+                name: p.name.unwrap_or_else(|| p.id.clone()),
+                id: p.id,
+                kind,
+                base_url: p.base_url,
+                models: if p.models.is_empty() { vec!["*".into()] } else { p.models },
+                priority: p.priority,
+                api_key,
+            });
+        }
+        let projects = raw
+            .projects
+            .into_iter()
+            .map(|p| ProjectConfig {
+                name: p.name.unwrap_or_else(|| p.id.clone()),
+                id: p.id,
+                providers: p.providers,
+                allowed_models: p.allowed_models,
+            })
+            .collect::<Vec<_>>();
+        for (i, p) in projects.iter().enumerate() {
+            for prv in &p.providers {
+                if !providers.iter().any(|x| &x.id == prv) {
+                    return Err(invalid(format!("projects[{i}].providers"), format!("unknown provider `{prv}`")));
+                }
+            }
+        }
+        Source::Static(StaticSource { public_keys, projects, providers })
+    };
+    Ok(ProxyConfig { server, upstream, source })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    const KEY: &str = r#"[auth]
+public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" }]
+"#;
+
+    #[test]
+    fn defaults_and_env_overrides() {
+        let text = format!("{KEY}\n[[providers]]\nid='o'\nkind='openai'\nbase_url='http://127.0.0.1:1'\napi_key_env='K'\n");
+        let cfg = ProxyConfig::from_toml(
+            &text,
+            &env(&[("K", "sk-secret"), ("IRON_SERVER__LISTEN", "127.0.0.1:1234"), ("IRON_SERVER__MAX_REQUEST_BYTES", "1024")]),
+        )
+        .unwrap();
+        assert_eq!(cfg.server.listen.port(), 1234);
+        assert_eq!(cfg.server.max_request_bytes, 1024);
+        assert_eq!(cfg.upstream.connect_timeout, Duration::from_secs(5));
+        let Source::Static(s) = cfg.source else { panic!("static expected") };
+        assert_eq!(s.providers[0].api_key.as_str(), "sk-secret");
+        assert!(!format!("{:?}", s.providers[0]).contains("sk-secret"));
+    }
+
+    #[test]
+    fn unknown_keys_name_their_path() {
+        let err = ProxyConfig::from_toml(&format!("{KEY}\n[server]\nlisten_typo='x'\n"), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("server"), "{err}");
+        assert!(err.to_string().contains("listen_typo"), "{err}");
+        let err = ProxyConfig::from_toml(KEY, &env(&[("IRON_SERVER__BOGUS", "1")])).unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn missing_secret_and_bad_values_are_errors() {
+        let text = format!("{KEY}\n[[providers]]\nid='o'\nkind='openai'\nbase_url='http://x:1'\napi_key_env='NOPE'\n");
+        let err = ProxyConfig::from_toml(&text, &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("NOPE"), "{err}");
+        let text = format!("{KEY}\n[[providers]]\nid='o'\nkind='gemini'\nbase_url='http://x:1'\napi_key_env='K'\n");
+        assert!(ProxyConfig::from_toml(&text, &env(&[("K", "v")])).unwrap_err().to_string().contains("providers[0].kind"));
+        assert!(ProxyConfig::from_toml("", &env(&[])).is_err());
+        let err = ProxyConfig::from_toml(&format!("{KEY}\n[server]\nlisten='nope'\n"), &env(&[])).unwrap_err();
+        assert!(err.to_string().contains("server.listen"));
+    }
+}

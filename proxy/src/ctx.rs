@@ -1,0 +1,62 @@
+//! Per-request state ([`RequestCtx`]), created by pingora's `new_ctx` and filled stage by
+//! stage. No string-keyed extensions, no globals: each stage reads what earlier stages wrote.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use iron_core::WireShape;
+use iron_core::token::IcClaims;
+
+use crate::stage::route::ApiRoute;
+use crate::state::Deployment;
+
+/// Everything Iron knows about one request.
+pub struct RequestCtx {
+    pub started: Instant,
+    /// Set by `route`; decides the error shape.
+    pub route: Option<ApiRoute>,
+    pub claims: Option<Arc<IcClaims>>,
+    pub deployments: Vec<Arc<Deployment>>,
+    /// The deployment that served (or is serving) the request.
+    pub deployment: Option<Arc<Deployment>>,
+    pub body: Option<crate::stage::read::RequestBody>,
+    /// The body as sent upstream (after redaction and rewrite).
+    pub upstream_body: Bytes,
+    /// The client asked for `stream_options.include_usage` itself.
+    pub client_wants_usage: bool,
+    pub status: u16,
+    pub error: Option<iron_core::ErrorCode>,
+    /// Time spent waiting for the upstream (excluded from Iron's overhead).
+    pub upstream_wait: std::time::Duration,
+    pub usage: Option<crate::stage::settle::Usage>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            started: Instant::now(),
+            route: None,
+            claims: None,
+            deployments: Vec::new(),
+            deployment: None,
+            body: None,
+            upstream_body: Bytes::new(),
+            client_wants_usage: false,
+            status: 0,
+            error: None,
+            upstream_wait: std::time::Duration::ZERO,
+            usage: None,
+        }
+    }
+
+    pub fn shape(&self) -> WireShape {
+        self.route.map_or(WireShape::OpenAi, |r| r.shape())
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,175 @@
+//! # iron-proxy
+//!
+//! Iron's data plane: a pingora proxy that verifies IC tokens, swaps them for provider keys
+//! and relays OpenAI and Anthropic traffic (`design.md` §3). `main.rs` only wires; this crate
+//! builds the server so tests can run the real thing in-process ([`start`]).
+//!
+//! Module map, in request order: [`proxy`] (the pingora hooks) runs [`stage`]s 1–9 over a
+//! [`ctx::RequestCtx`], reading the [`state::Routing`] table (static [`config`] or control
+//! mode) and talking to providers through [`client`]. [`admin`] serves metrics and probes.
+
+pub mod admin;
+pub mod client;
+pub mod config;
+pub mod ctx;
+pub mod error;
+pub mod metrics;
+pub mod proxy;
+pub mod stage;
+pub mod state;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::configuration::ServerConf;
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::listening::Service;
+
+use crate::client::{Net, Timeouts};
+use crate::config::{ProxyConfig, Source};
+use crate::proxy::{IronProxy, Shared};
+use crate::state::Routing;
+
+pub use config::ProxyConfig as Config;
+
+/// Options for `iron up`: a proxy in control mode.
+#[derive(Debug, Clone)]
+pub struct ControlModeOptions {
+    pub control_url: String,
+    pub proxy_secret: String,
+    pub listen: String,
+    pub admin_listen: String,
+}
+
+/// Builds the shared state and the pingora server (not yet running).
+pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>)> {
+    let routing = match &config.source {
+        Source::Static(s) => Routing::from_static(s).map_err(anyhow::Error::msg)?,
+        Source::Control(_) => anyhow::bail!("control mode is not available yet"),
+    };
+    let timeouts = Timeouts {
+        connect: config.upstream.connect_timeout,
+        first_byte: config.upstream.first_byte_timeout,
+        idle: config.upstream.idle_timeout,
+    };
+    let shared = Arc::new(Shared {
+        routing: ArcSwap::from_pointee(routing),
+        ready: AtomicBool::new(true),
+        net: Net::new(timeouts, config.upstream.pool_idle),
+        server: config.server.clone(),
+        metrics: metrics::Metrics::new().context("metrics registry")?,
+    });
+
+    let threads = if config.server.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+    } else {
+        config.server.threads
+    };
+    let grace = config.server.shutdown_grace.as_secs();
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(grace),
+        graceful_shutdown_timeout_seconds: Some(grace.max(1)),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        IronProxy { shared: shared.clone() },
+        "iron-proxy",
+    );
+    proxy.add_tcp(&config.server.listen.to_string());
+    if let Some(app) = proxy.app_logic_mut() {
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = config.server.h2c;
+        app.server_options = Some(opts);
+    }
+    let mut admin = Service::new("iron-proxy-admin".to_owned(), admin::AdminApp { shared: shared.clone() });
+    admin.add_tcp(&config.server.admin_listen.to_string());
+    server.add_service(proxy);
+    server.add_service(admin);
+    Ok((server, shared))
+}
+
+/// Blocks until SIGTERM/SIGINT (SIGQUIT: graceful upgrade).
+pub fn run(config: &ProxyConfig) -> anyhow::Result<()> {
+    let (server, _shared) = build_server(config)?;
+    server.run(RunArgs::default());
+    Ok(())
+}
+
+/// `iron up`: runs a proxy that loads its routing data from control.
+pub fn run_control_mode(opts: ControlModeOptions) -> anyhow::Result<()> {
+    let _ = opts;
+    anyhow::bail!("control mode is not available yet")
+}
+
+struct ChannelSignal(tokio::sync::watch::Receiver<bool>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|stop| *stop).await;
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// A proxy running on a background thread (tests, embedding).
+pub struct ProxyHandle {
+    pub shared: Arc<Shared>,
+    stop: tokio::sync::watch::Sender<bool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ProxyHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyHandle").finish_non_exhaustive()
+    }
+}
+
+impl ProxyHandle {
+    /// Stops the proxy (graceful) and waits for its thread.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    fn stop_and_join(&mut self) {
+        let _ = self.stop.send(true);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}
+
+/// Starts the proxy on a background thread; returns once the listeners are bound.
+pub fn start(config: &ProxyConfig) -> anyhow::Result<ProxyHandle> {
+    let (server, shared) = build_server(config)?;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let thread = std::thread::Builder::new()
+        .name("iron-proxy".into())
+        .spawn(move || server.run(RunArgs { shutdown_signal: Box::new(ChannelSignal(rx)) }))
+        .context("spawn proxy thread")?;
+    let handle = ProxyHandle { shared, stop, thread: Some(thread) };
+    for addr in [config.server.listen, config.server.admin_listen] {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            anyhow::ensure!(std::time::Instant::now() < deadline, "proxy did not start listening on {addr}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+    Ok(handle)
+}

@@ -1,0 +1,241 @@
+//! The pingora `ProxyHttp` implementation: runs the stages of [`crate::stage`] in order.
+//!
+//! Agent routes are handled entirely in `request_filter` (design (a) of `design.md` §3, see
+//! `docs/decisions/0001-body-before-upstream.md`): the body is read and inspected, then the
+//! upstream exchange runs on pingora's connector and the answer is relayed by the stream
+//! stage; the hook returns `Ok(true)` so pingora's own forwarding never starts. Other
+//! `/v1/*` paths return `Ok(false)` and use plain pingora forwarding with the key swapped
+//! in `upstream_request_filter` (bodies stream, unread).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::header;
+use iron_core::ErrorCode;
+use iron_core::token::unix_now;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{ProxyHttp, Session};
+
+use crate::client::{Net, peer};
+use crate::config::ServerConfig;
+use crate::ctx::RequestCtx;
+use crate::error::ProxyError;
+use crate::metrics::Metrics;
+use crate::stage::route::ApiRoute;
+use crate::stage::{self, Stage};
+use crate::state::Routing;
+
+/// State shared by every request.
+pub struct Shared {
+    pub routing: ArcSwap<Routing>,
+    pub ready: AtomicBool,
+    pub net: Net,
+    pub server: ServerConfig,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Publishes a new routing table.
+    pub fn publish(&self, routing: Routing) {
+        self.routing.store(Arc::new(routing));
+        self.ready.store(true, Ordering::Release);
+    }
+}
+
+/// What `request_filter` did.
+enum Handled {
+    /// Iron answered the agent itself.
+    Responded,
+    /// Let pingora forward (pass-through paths).
+    Forward,
+}
+
+#[derive(Debug)]
+pub struct IronProxy {
+    pub shared: Arc<Shared>,
+}
+
+impl IronProxy {
+    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Handled, ProxyError> {
+        let shared = &self.shared;
+        let route = ApiRoute::classify(session.req_header())
+            .ok_or_else(|| ProxyError::new(ErrorCode::NotFound, "Iron serves the OpenAI and Anthropic APIs under /v1"))?;
+        ctx.route = Some(route);
+        let routing = shared.routing.load_full();
+
+        shared.metrics.stage(Stage::Auth);
+        let (claims, project) = stage::auth::authenticate(&routing, session.req_header(), unix_now())?;
+        ctx.claims = Some(claims);
+
+        if !route.inspects_body() {
+            shared.metrics.stage(Stage::Route);
+            let deployments = stage::route::select(&routing, &project, route, None)?;
+            ctx.deployment = deployments.first().cloned();
+            if matches!(route, ApiRoute::PassThrough(_)) {
+                return Ok(Handled::Forward);
+            }
+        }
+
+        shared.metrics.stage(Stage::Read);
+        let raw = stage::read::read_body(session, shared.server.max_request_bytes).await?;
+        let mut body = stage::read::parse(raw, route)?;
+
+        if route.inspects_body() {
+            shared.metrics.stage(Stage::Route);
+            ctx.deployments = stage::route::select(&routing, &project, route, body.model.as_deref())?;
+            ctx.deployment = ctx.deployments.first().cloned();
+        }
+        let dep = ctx
+            .deployment
+            .clone()
+            .ok_or_else(|| ProxyError::new(ErrorCode::NotFound, "no provider for this request"))?;
+
+        shared.metrics.stage(Stage::Budget);
+        stage::budget::admit(ctx)?;
+
+        shared.metrics.stage(Stage::Redact);
+        stage::redact::redact(ctx)?;
+
+        shared.metrics.stage(Stage::Rewrite);
+        ctx.client_wants_usage = body.include_usage;
+        let changed = stage::rewrite::force_include_usage(route, &mut body);
+        let up_body = stage::rewrite::upstream_body(&body, changed)?;
+        let head = stage::rewrite::rewrite(session.req_header(), route, &dep, Some(up_body.len()))?;
+        ctx.body = Some(body);
+
+        shared.metrics.stage(Stage::Upstream);
+        let mut ex = stage::upstream::send(&shared.net, &dep, head, up_body).await?;
+        ctx.upstream_wait += ex.ttfb;
+        shared.metrics.ttfb.with_label_values(&[dep.id.as_str()]).observe(ex.ttfb.as_secs_f64());
+
+        shared.metrics.stage(Stage::Stream);
+        let outcome = stage::stream::relay(session, ctx, &mut ex, &dep).await?;
+        if outcome == stage::stream::Outcome::Complete && ex.session.response_done() {
+            shared.net.connector.release_http_session(ex.session, &ex.peer, Some(shared.net.pool_idle)).await;
+        }
+
+        shared.metrics.stage(Stage::Settle);
+        Ok(Handled::Responded)
+    }
+
+    async fn respond_error(&self, session: &mut Session, ctx: &mut RequestCtx, err: &ProxyError) {
+        ctx.status = err.code.status();
+        ctx.error = Some(err.code);
+        let body = err.body(ctx.shape());
+        let Ok(mut head) = ResponseHeader::build(err.code.status(), Some(4)) else { return };
+        let _ = head.insert_header(header::CONTENT_TYPE, "application/json");
+        let _ = head.insert_header(header::CONTENT_LENGTH, body.len());
+        let _ = head.insert_header(iron_core::error::ERROR_HEADER, err.code.as_str());
+        if let Some(secs) = err.retry_after {
+            let _ = head.insert_header(header::RETRY_AFTER, secs);
+        }
+        if ctx.body.is_none() {
+            // The request body may still be unread: do not reuse this connection.
+            session.set_keepalive(None);
+        }
+        if session.write_response_header(Box::new(head), false).await.is_ok() {
+            let _ = session.write_response_body(Some(body.into()), true).await;
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for IronProxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora_error::Result<bool> {
+        match self.handle(session, ctx).await {
+            Ok(Handled::Responded) => Ok(true),
+            Ok(Handled::Forward) => Ok(false),
+            Err(err) => {
+                self.respond_error(session, ctx, &err).await;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora_error::Result<Box<HttpPeer>> {
+        let dep = ctx.deployment.clone().ok_or_else(|| {
+            pingora_error::Error::explain(pingora_error::ErrorType::InternalError, "no deployment chosen")
+        })?;
+        let net = &self.shared.net;
+        let addr = net.resolver.resolve(&dep.endpoint.host, dep.endpoint.port).await.map_err(|_| {
+            pingora_error::Error::explain(pingora_error::ErrorType::ConnectNoRoute, "cannot resolve provider host")
+        })?;
+        Ok(Box::new(peer(&dep.endpoint, addr, net.timeouts)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        let (Some(dep), Some(route)) = (ctx.deployment.clone(), ctx.route) else {
+            return pingora_error::Error::e_explain(pingora_error::ErrorType::InternalError, "no deployment chosen");
+        };
+        self.shared.metrics.stage(Stage::Rewrite);
+        *upstream_request = stage::rewrite::rewrite(session.req_header(), route, &dep, None)
+            .map_err(|e| pingora_error::Error::explain(pingora_error::ErrorType::InternalError, e.message.into_owned()))?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        ctx.status = upstream_response.status.as_u16();
+        Ok(())
+    }
+
+    async fn logging(&self, _session: &mut Session, e: Option<&pingora_error::Error>, ctx: &mut RequestCtx) {
+        let m = &self.shared.metrics;
+        let route = ctx.route.map_or("unknown", ApiRoute::as_str);
+        let provider = ctx.deployment.as_ref().map_or("", |d| d.id.as_str());
+        let model = ctx.body.as_ref().and_then(|b| b.model.as_deref()).unwrap_or("");
+        let code = match (ctx.error, e) {
+            (Some(c), _) => c.as_str(),
+            (None, Some(_)) => ErrorCode::UpstreamError.as_str(),
+            (None, None) => "ok",
+        };
+        m.requests.with_label_values(&[route, provider, model, code]).inc();
+        let total = ctx.started.elapsed();
+        m.duration.with_label_values(&[route]).observe(total.as_secs_f64());
+        m.overhead.with_label_values(&[route]).observe(total.saturating_sub(ctx.upstream_wait).as_secs_f64());
+        let usage = ctx.usage.unwrap_or_default();
+        tracing::info!(
+            target: "iron::request",
+            route,
+            project = ctx.claims.as_ref().map_or("", |c| c.prj.as_str()),
+            token = ctx.claims.as_ref().map_or("", |c| c.sub.as_str()),
+            provider,
+            model,
+            status = ctx.status,
+            code,
+            input_tokens = usage.input_tokens,
+            output_tokens = usage.output_tokens,
+            duration_us = total.as_micros() as u64,
+            upstream_us = ctx.upstream_wait.as_micros() as u64,
+            "request"
+        );
+    }
+}

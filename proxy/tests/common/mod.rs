@@ -1,0 +1,125 @@
+//! Test harness: a testkit mock upstream behind an in-process Iron proxy (static mode).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener};
+
+use iron_core::token::{SigningKey, new_token_id, unix_now};
+use iron_proxy::ProxyHandle;
+use iron_proxy::config::ProxyConfig;
+use iron_testkit::MockUpstream;
+
+pub const OPENAI_KEY: &str = "sk-test-openai-PROVIDERKEY-0123456789";
+pub const ANTHROPIC_KEY: &str = "sk-ant-test-PROVIDERKEY-9876543210";
+pub const PROJECT: &str = "prj_test";
+
+/// A free loopback port (bound then released).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+pub struct Harness {
+    pub mock: MockUpstream,
+    pub proxy: ProxyHandle,
+    pub key: SigningKey,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with("").await
+    }
+
+    /// `extra` is appended to the generated TOML (e.g. a `[server]` override table is not
+    /// allowed twice, so use env-style keys through `server_extra`).
+    pub async fn start_with(server_extra: &str) -> Harness {
+        let mock = MockUpstream::start().await.unwrap();
+        let key = SigningKey::generate().unwrap();
+        let pk = key.public_key();
+        let (addr, admin) = (free_addr(), free_addr());
+        let base = mock.base_url();
+        let toml = format!(
+            r#"
+[server]
+listen = "{addr}"
+admin_listen = "{admin}"
+threads = 2
+shutdown_grace_secs = 0
+{server_extra}
+
+[auth]
+public_keys = [{{ kid = "{kid}", alg = "EdDSA", x = "{x}" }}]
+
+[[projects]]
+id = "{PROJECT}"
+name = "test"
+
+[[projects]]
+id = "prj_limited"
+allowed_models = ["gpt-4o-mini"]
+
+[[providers]]
+id = "mock-openai"
+kind = "openai"
+base_url = "{base}/v1"
+api_key_env = "MOCK_OPENAI_KEY"
+
+[[providers]]
+id = "mock-anthropic"
+kind = "anthropic"
+base_url = "{base}"
+api_key_env = "MOCK_ANTHROPIC_KEY"
+"#,
+            kid = pk.kid,
+            x = pk.x,
+        );
+        let env: BTreeMap<String, String> = [
+            ("MOCK_OPENAI_KEY".to_owned(), OPENAI_KEY.to_owned()),
+            ("MOCK_ANTHROPIC_KEY".to_owned(), ANTHROPIC_KEY.to_owned()),
+        ]
+        .into();
+        let config = ProxyConfig::from_toml(&toml, &env).unwrap();
+        let proxy = tokio::task::spawn_blocking(move || iron_proxy::start(&config)).await.unwrap().unwrap();
+        Harness { mock, proxy, key, addr, admin }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn token(&self) -> String {
+        self.token_for(PROJECT)
+    }
+
+    pub fn token_for(&self, project: &str) -> String {
+        let now = unix_now();
+        self.key.mint(&new_token_id(), project, now, now + 3600).unwrap()
+    }
+
+    pub fn expired_token(&self) -> String {
+        let now = unix_now();
+        self.key.mint(&new_token_id(), PROJECT, now - 7200, now - 3600).unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin)).await.unwrap().text().await.unwrap()
+    }
+}
+
+/// Value of a counter/gauge sample line `name{labels} value` (exact label string).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+pub fn chat_body(stream: bool) -> serde_json::Value {
+    serde_json::json!({
+        "model": "gpt-4o-mini",
+        "stream": stream,
+        "messages": [{"role": "user", "content": "Say hello"}]
+    })
+}
