@@ -11,6 +11,7 @@
 pub mod admin;
 pub mod client;
 pub mod config;
+pub mod control_sync;
 pub mod ctx;
 pub mod error;
 pub mod metrics;
@@ -48,9 +49,10 @@ pub struct ControlModeOptions {
 
 /// Builds the shared state and the pingora server (not yet running).
 pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>)> {
-    let routing = match &config.source {
-        Source::Static(s) => Routing::from_static(s).map_err(anyhow::Error::msg)?,
-        Source::Control(_) => anyhow::bail!("control mode is not available yet"),
+    let (routing, ready) = match &config.source {
+        Source::Static(s) => (Routing::from_static(s).map_err(anyhow::Error::msg)?, true),
+        // Empty until the first snapshot arrives; /readyz says so and agents get 503.
+        Source::Control(_) => (Routing::empty(), false),
     };
     let timeouts = Timeouts {
         connect: config.upstream.connect_timeout,
@@ -59,7 +61,7 @@ pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>
     };
     let shared = Arc::new(Shared {
         routing: ArcSwap::from_pointee(routing),
-        ready: AtomicBool::new(true),
+        ready: AtomicBool::new(ready),
         net: Net::new(timeouts, config.upstream.pool_idle),
         server: config.server.clone(),
         metrics: metrics::Metrics::new().context("metrics registry")?,
@@ -95,6 +97,10 @@ pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>
     admin.add_tcp(&config.server.admin_listen.to_string());
     server.add_service(proxy);
     server.add_service(admin);
+    if let Source::Control(source) = &config.source {
+        let sync = control_sync::ControlSync::new(shared.clone(), source).context("control client")?;
+        server.add_service(pingora_core::services::background::background_service("iron-control-sync", sync));
+    }
     Ok((server, shared))
 }
 
@@ -107,8 +113,14 @@ pub fn run(config: &ProxyConfig) -> anyhow::Result<()> {
 
 /// `iron up`: runs a proxy that loads its routing data from control.
 pub fn run_control_mode(opts: ControlModeOptions) -> anyhow::Result<()> {
-    let _ = opts;
-    anyhow::bail!("control mode is not available yet")
+    let toml = format!(
+        "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[control]\nurl = \"{}\"\nproxy_secret_env = \"IRON_PROXY_SECRET\"\n",
+        opts.listen, opts.admin_listen, opts.control_url
+    );
+    let env: std::collections::BTreeMap<String, String> =
+        [("IRON_PROXY_SECRET".to_owned(), opts.proxy_secret.clone())].into();
+    let config = ProxyConfig::from_toml(&toml, &env)?;
+    run(&config)
 }
 
 struct ChannelSignal(tokio::sync::watch::Receiver<bool>);

@@ -74,6 +74,10 @@ impl IronProxy {
         let route = ApiRoute::classify(session.req_header())
             .ok_or_else(|| ProxyError::new(ErrorCode::NotFound, "Iron serves the OpenAI and Anthropic APIs under /v1"))?;
         ctx.route = Some(route);
+        if !shared.is_ready() {
+            return Err(ProxyError::new(ErrorCode::UpstreamUnavailable, "Iron is starting: routing data is not loaded yet")
+                .with_retry_after(1));
+        }
         let routing = shared.routing.load_full();
 
         shared.metrics.stage(Stage::Auth);

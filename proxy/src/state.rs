@@ -147,6 +147,19 @@ impl Routing {
         })
     }
 
+    /// A table that knows no keys, projects or providers (control mode before the first
+    /// snapshot).
+    pub fn empty() -> Self {
+        Routing {
+            version: 0,
+            verifier: TokenVerifier::empty(),
+            projects: HashMap::new(),
+            deployments: Vec::new(),
+            revoked: HashSet::new(),
+            verified: RwLock::new(HashMap::new()),
+        }
+    }
+
     pub fn from_static(s: &StaticSource) -> Result<Self, String> {
         let deployments = s
             .providers
