@@ -29,10 +29,27 @@ fn text(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
-            "/metrics" => text(200, "text/plain; version=0.0.4", self.shared.metrics.render()),
+            "/metrics" => {
+                for (id, state) in self.shared.breakers.states(tokio::time::Instant::now()) {
+                    self.shared
+                        .metrics
+                        .breaker_state
+                        .with_label_values(&[id.as_str()])
+                        .set(state.as_gauge());
+                }
+                text(
+                    200,
+                    "text/plain; version=0.0.4",
+                    self.shared.metrics.render(),
+                )
+            }
             "/healthz" => text(200, "text/plain", b"ok\n".to_vec()),
             "/readyz" if self.shared.is_ready() => text(200, "text/plain", b"ready\n".to_vec()),
-            "/readyz" => text(503, "text/plain", b"not ready: no routing data yet\n".to_vec()),
+            "/readyz" => text(
+                503,
+                "text/plain",
+                b"not ready: no routing data yet\n".to_vec(),
+            ),
             _ => text(404, "text/plain", b"not found\n".to_vec()),
         }
     }

@@ -30,14 +30,22 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn parse(base_url: &str) -> Result<Self, String> {
-        let uri: http::Uri = base_url.parse().map_err(|_| format!("`{base_url}` is not a URL"))?;
+        let uri: http::Uri = base_url
+            .parse()
+            .map_err(|_| format!("`{base_url}` is not a URL"))?;
         let tls = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
             _ => return Err(format!("`{base_url}`: the scheme must be http or https")),
         };
-        let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| format!("`{base_url}` has no host"))?;
-        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let host = uri
+            .host()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| format!("`{base_url}` has no host"))?;
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
         let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
         let mut prefix = uri.path().trim_end_matches('/').to_owned();
         if prefix.ends_with("/v1") {
@@ -50,7 +58,13 @@ impl Endpoint {
             (false, true) => host.clone(),
             (false, false) => format!("{host}:{port}"),
         };
-        Ok(Endpoint { tls, host, port, prefix, authority })
+        Ok(Endpoint {
+            tls,
+            host,
+            port,
+            prefix,
+            authority,
+        })
     }
 
     /// The upstream path for an agent path like `/v1/chat/completions?x=1`.
@@ -120,11 +134,17 @@ mod tests {
     fn parses_base_urls() {
         let e = Endpoint::parse("https://api.openai.com/v1/").unwrap();
         assert!(e.tls);
-        assert_eq!((e.host.as_str(), e.port, e.prefix.as_str()), ("api.openai.com", 443, ""));
+        assert_eq!(
+            (e.host.as_str(), e.port, e.prefix.as_str()),
+            ("api.openai.com", 443, "")
+        );
         assert_eq!(e.authority, "api.openai.com");
         assert_eq!(e.path_for("/v1/models"), "/v1/models");
         let e = Endpoint::parse("http://127.0.0.1:8081/proxy").unwrap();
-        assert_eq!((e.port, e.prefix.as_str(), e.authority.as_str()), (8081, "/proxy", "127.0.0.1:8081"));
+        assert_eq!(
+            (e.port, e.prefix.as_str(), e.authority.as_str()),
+            (8081, "/proxy", "127.0.0.1:8081")
+        );
         assert_eq!(e.path_for("/v1/messages"), "/proxy/v1/messages");
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("not a url").is_err());
@@ -148,7 +168,9 @@ pub struct Net {
 
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Net").field("timeouts", &self.timeouts).finish_non_exhaustive()
+        f.debug_struct("Net")
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
     }
 }
 

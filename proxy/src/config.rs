@@ -48,7 +48,10 @@ impl Env for BTreeMap<String, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("invalid TOML: {0}")]
     Toml(String),
     #[error("invalid configuration at `{path}`: {message}")]
@@ -56,7 +59,10 @@ pub enum ConfigError {
 }
 
 fn invalid(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { path: path.into(), message: message.into() }
+    ConfigError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -109,6 +115,9 @@ struct RawUpstream {
     first_byte_timeout_ms: u64,
     idle_timeout_ms: u64,
     pool_idle_secs: u64,
+    breaker_failures: u32,
+    breaker_cooldown_secs: u64,
+    breaker_max_cooldown_secs: u64,
 }
 
 impl Default for RawUpstream {
@@ -118,6 +127,9 @@ impl Default for RawUpstream {
             first_byte_timeout_ms: 60_000,
             idle_timeout_ms: 120_000,
             pool_idle_secs: 90,
+            breaker_failures: 5,
+            breaker_cooldown_secs: 30,
+            breaker_max_cooldown_secs: 300,
         }
     }
 }
@@ -201,6 +213,7 @@ pub struct UpstreamConfig {
     pub first_byte_timeout: Duration,
     pub idle_timeout: Duration,
     pub pool_idle: Duration,
+    pub breaker: crate::breaker::BreakerConfig,
 }
 
 /// Where routing data (keys, projects, providers) comes from.
@@ -227,7 +240,9 @@ pub struct ControlSource {
 
 impl std::fmt::Debug for ControlSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlSource").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("ControlSource")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -263,8 +278,10 @@ impl std::fmt::Debug for ProviderConfig {
 impl ProxyConfig {
     /// Loads `path` and applies env overrides from `env`.
     pub fn load(path: &Path, env: &dyn Env) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Self::from_toml(&text, env)
     }
 
@@ -283,8 +300,12 @@ impl ProxyConfig {
 /// look like one (numbers, booleans), else taken as strings.
 fn apply_env_overrides(table: &mut toml::Table, env: &dyn Env) -> Result<(), ConfigError> {
     for (name, raw) in env.vars() {
-        let Some(rest) = name.strip_prefix("IRON_") else { continue };
-        let Some((section, key)) = rest.split_once("__") else { continue };
+        let Some(rest) = name.strip_prefix("IRON_") else {
+            continue;
+        };
+        let Some((section, key)) = rest.split_once("__") else {
+            continue;
+        };
         let (section, key) = (section.to_ascii_lowercase(), key.to_ascii_lowercase());
         if section == "otel" {
             continue;
@@ -306,7 +327,8 @@ fn apply_env_overrides(table: &mut toml::Table, env: &dyn Env) -> Result<(), Con
 }
 
 fn parse_addr(path: &str, s: &str) -> Result<SocketAddr, ConfigError> {
-    s.parse().map_err(|_| invalid(path, format!("`{s}` is not a socket address (ip:port)")))
+    s.parse()
+        .map_err(|_| invalid(path, format!("`{s}` is not a socket address (ip:port)")))
 }
 
 fn load_secret(
@@ -331,12 +353,20 @@ fn load_secret(
 fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
     let s = raw.server;
     if s.max_request_bytes == 0 || s.max_request_bytes > 1 << 30 {
-        return Err(invalid("server.max_request_bytes", "must be between 1 and 1 GiB"));
+        return Err(invalid(
+            "server.max_request_bytes",
+            "must be between 1 and 1 GiB",
+        ));
     }
     let log_json = match s.log_format.as_str() {
         "json" => true,
         "text" => false,
-        other => return Err(invalid("server.log_format", format!("`{other}`: expected text or json"))),
+        other => {
+            return Err(invalid(
+                "server.log_format",
+                format!("`{other}`: expected text or json"),
+            ));
+        }
     };
     let server = ServerConfig {
         listen: parse_addr("server.listen", &s.listen)?,
@@ -362,41 +392,72 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
         first_byte_timeout: Duration::from_millis(u.first_byte_timeout_ms),
         idle_timeout: Duration::from_millis(u.idle_timeout_ms),
         pool_idle: Duration::from_secs(u.pool_idle_secs),
+        breaker: crate::breaker::BreakerConfig {
+            consecutive_failures: u.breaker_failures.max(1),
+            base_cooldown: Duration::from_secs(u.breaker_cooldown_secs),
+            max_cooldown: Duration::from_secs(
+                u.breaker_max_cooldown_secs.max(u.breaker_cooldown_secs),
+            ),
+            ..Default::default()
+        },
     };
 
     let source = if let Some(c) = raw.control {
         if !raw.projects.is_empty() || !raw.providers.is_empty() {
-            return Err(invalid("control", "static projects/providers cannot be combined with [control]"));
+            return Err(invalid(
+                "control",
+                "static projects/providers cannot be combined with [control]",
+            ));
         }
         if !c.url.starts_with("http://") && !c.url.starts_with("https://") {
             return Err(invalid("control.url", "must be an http(s) URL"));
         }
         let secret = load_secret(
             "control.proxy_secret",
-            if c.proxy_secret_file.is_some() { None } else { Some(&c.proxy_secret_env) },
+            if c.proxy_secret_file.is_some() {
+                None
+            } else {
+                Some(&c.proxy_secret_env)
+            },
             c.proxy_secret_file.as_deref(),
             env,
         )?;
-        Source::Control(ControlSource { url: c.url.trim_end_matches('/').to_owned(), proxy_secret: secret })
+        Source::Control(ControlSource {
+            url: c.url.trim_end_matches('/').to_owned(),
+            proxy_secret: secret,
+        })
     } else {
         let mut public_keys = raw.auth.public_keys;
         if let Some(file) = &raw.auth.public_keys_file {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| invalid("auth.public_keys_file", format!("cannot read {}: {e}", file.display())))?;
-            let keys: Vec<PublicKey> = serde_json::from_str(&text)
-                .map_err(|e| invalid("auth.public_keys_file", format!("expected a JSON array of keys: {e}")))?;
+            let text = std::fs::read_to_string(file).map_err(|e| {
+                invalid(
+                    "auth.public_keys_file",
+                    format!("cannot read {}: {e}", file.display()),
+                )
+            })?;
+            let keys: Vec<PublicKey> = serde_json::from_str(&text).map_err(|e| {
+                invalid(
+                    "auth.public_keys_file",
+                    format!("expected a JSON array of keys: {e}"),
+                )
+            })?;
             public_keys.extend(keys);
         }
         if public_keys.is_empty() {
-            return Err(invalid("auth.public_keys", "static mode needs at least one public key"));
+            return Err(invalid(
+                "auth.public_keys",
+                "static mode needs at least one public key",
+            ));
         }
         iron_core::token::TokenVerifier::new(&public_keys)
             .map_err(|e| invalid("auth.public_keys", e.to_string()))?;
         let mut providers = Vec::with_capacity(raw.providers.len());
         for (i, p) in raw.providers.into_iter().enumerate() {
             let path = format!("providers[{i}]");
-            let kind: ProviderKind =
-                p.kind.parse().map_err(|e: String| invalid(format!("{path}.kind"), e))?;
+            let kind: ProviderKind = p
+                .kind
+                .parse()
+                .map_err(|e: String| invalid(format!("{path}.kind"), e))?;
             crate::client::Endpoint::parse(&p.base_url)
                 .map_err(|e| invalid(format!("{path}.base_url"), e))?;
             let api_key = load_secret(
@@ -410,7 +471,11 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
                 id: p.id,
                 kind,
                 base_url: p.base_url,
-                models: if p.models.is_empty() { vec!["*".into()] } else { p.models },
+                models: if p.models.is_empty() {
+                    vec!["*".into()]
+                } else {
+                    p.models
+                },
                 priority: p.priority,
                 api_key,
             });
@@ -428,13 +493,24 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
         for (i, p) in projects.iter().enumerate() {
             for prv in &p.providers {
                 if !providers.iter().any(|x| &x.id == prv) {
-                    return Err(invalid(format!("projects[{i}].providers"), format!("unknown provider `{prv}`")));
+                    return Err(invalid(
+                        format!("projects[{i}].providers"),
+                        format!("unknown provider `{prv}`"),
+                    ));
                 }
             }
         }
-        Source::Static(StaticSource { public_keys, projects, providers })
+        Source::Static(StaticSource {
+            public_keys,
+            projects,
+            providers,
+        })
     };
-    Ok(ProxyConfig { server, upstream, source })
+    Ok(ProxyConfig {
+        server,
+        upstream,
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -443,7 +519,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     const KEY: &str = r#"[auth]
@@ -452,23 +531,32 @@ public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiM
 
     #[test]
     fn defaults_and_env_overrides() {
-        let text = format!("{KEY}\n[[providers]]\nid='o'\nkind='openai'\nbase_url='http://127.0.0.1:1'\napi_key_env='K'\n");
+        let text = format!(
+            "{KEY}\n[[providers]]\nid='o'\nkind='openai'\nbase_url='http://127.0.0.1:1'\napi_key_env='K'\n"
+        );
         let cfg = ProxyConfig::from_toml(
             &text,
-            &env(&[("K", "sk-secret"), ("IRON_SERVER__LISTEN", "127.0.0.1:1234"), ("IRON_SERVER__MAX_REQUEST_BYTES", "1024")]),
+            &env(&[
+                ("K", "sk-secret"),
+                ("IRON_SERVER__LISTEN", "127.0.0.1:1234"),
+                ("IRON_SERVER__MAX_REQUEST_BYTES", "1024"),
+            ]),
         )
         .unwrap();
         assert_eq!(cfg.server.listen.port(), 1234);
         assert_eq!(cfg.server.max_request_bytes, 1024);
         assert_eq!(cfg.upstream.connect_timeout, Duration::from_secs(5));
-        let Source::Static(s) = cfg.source else { panic!("static expected") };
+        let Source::Static(s) = cfg.source else {
+            panic!("static expected")
+        };
         assert_eq!(s.providers[0].api_key.as_str(), "sk-secret");
         assert!(!format!("{:?}", s.providers[0]).contains("sk-secret"));
     }
 
     #[test]
     fn unknown_keys_name_their_path() {
-        let err = ProxyConfig::from_toml(&format!("{KEY}\n[server]\nlisten_typo='x'\n"), &env(&[])).unwrap_err();
+        let err = ProxyConfig::from_toml(&format!("{KEY}\n[server]\nlisten_typo='x'\n"), &env(&[]))
+            .unwrap_err();
         assert!(err.to_string().contains("server"), "{err}");
         assert!(err.to_string().contains("listen_typo"), "{err}");
         let err = ProxyConfig::from_toml(KEY, &env(&[("IRON_SERVER__BOGUS", "1")])).unwrap_err();
@@ -477,13 +565,23 @@ public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiM
 
     #[test]
     fn missing_secret_and_bad_values_are_errors() {
-        let text = format!("{KEY}\n[[providers]]\nid='o'\nkind='openai'\nbase_url='http://x:1'\napi_key_env='NOPE'\n");
+        let text = format!(
+            "{KEY}\n[[providers]]\nid='o'\nkind='openai'\nbase_url='http://x:1'\napi_key_env='NOPE'\n"
+        );
         let err = ProxyConfig::from_toml(&text, &env(&[])).unwrap_err();
         assert!(err.to_string().contains("NOPE"), "{err}");
-        let text = format!("{KEY}\n[[providers]]\nid='o'\nkind='gemini'\nbase_url='http://x:1'\napi_key_env='K'\n");
-        assert!(ProxyConfig::from_toml(&text, &env(&[("K", "v")])).unwrap_err().to_string().contains("providers[0].kind"));
+        let text = format!(
+            "{KEY}\n[[providers]]\nid='o'\nkind='gemini'\nbase_url='http://x:1'\napi_key_env='K'\n"
+        );
+        assert!(
+            ProxyConfig::from_toml(&text, &env(&[("K", "v")]))
+                .unwrap_err()
+                .to_string()
+                .contains("providers[0].kind")
+        );
         assert!(ProxyConfig::from_toml("", &env(&[])).is_err());
-        let err = ProxyConfig::from_toml(&format!("{KEY}\n[server]\nlisten='nope'\n"), &env(&[])).unwrap_err();
+        let err = ProxyConfig::from_toml(&format!("{KEY}\n[server]\nlisten='nope'\n"), &env(&[]))
+            .unwrap_err();
         assert!(err.to_string().contains("server.listen"));
     }
 }

@@ -50,13 +50,18 @@ pub struct ControlSync {
 
 impl std::fmt::Debug for ControlSync {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ControlSync").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("ControlSync")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
 impl ControlSync {
     pub fn new(shared: Arc<Shared>, source: &ControlSource) -> Result<Self, SyncError> {
-        let http = reqwest::Client::builder().connect_timeout(Duration::from_secs(3)).tcp_nodelay(true).build()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .build()?;
         Ok(ControlSync {
             shared,
             url: source.url.clone(),
@@ -74,15 +79,29 @@ impl ControlSync {
                 .transit
                 .open(&p.api_key, p.id.as_bytes())
                 .map_err(|_| SyncError::Unseal(p.id.clone()))?;
-            let key = String::from_utf8(key.to_vec()).map_err(|_| SyncError::Unseal(p.id.clone()))?;
-            let d = Deployment::new(p.id, p.name, p.kind, &p.base_url, p.models, p.priority, Zeroizing::new(key))
-                .map_err(SyncError::Invalid)?;
+            let key =
+                String::from_utf8(key.to_vec()).map_err(|_| SyncError::Unseal(p.id.clone()))?;
+            let d = Deployment::new(
+                p.id,
+                p.name,
+                p.kind,
+                &p.base_url,
+                p.models,
+                p.priority,
+                Zeroizing::new(key),
+            )
+            .map_err(SyncError::Invalid)?;
             deployments.push(d);
         }
         let projects = snap
             .projects
             .into_iter()
-            .map(|p| Project { id: p.id, name: p.name, providers: p.providers, allowed_models: p.allowed_models })
+            .map(|p| Project {
+                id: p.id,
+                name: p.name,
+                providers: p.providers,
+                allowed_models: p.allowed_models,
+            })
             .collect();
         let revoked: HashSet<String> = snap.revoked.into_iter().collect();
         Routing::new(snap.version, &snap.keys, projects, deployments, revoked)
@@ -130,7 +149,11 @@ impl ControlSync {
                 if ev.is_comment_only() {
                     continue;
                 }
-                let id = ev.id.as_deref().and_then(|i| std::str::from_utf8(i).ok()).and_then(|i| i.parse().ok());
+                let id = ev
+                    .id
+                    .as_deref()
+                    .and_then(|i| std::str::from_utf8(i).ok())
+                    .and_then(|i| i.parse().ok());
                 match serde_json::from_slice::<ControlEvent>(&ev.data) {
                     Ok(ControlEvent::TokenRevoked { token_id }) => {
                         let current = self.shared.routing.load();

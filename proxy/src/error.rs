@@ -20,7 +20,11 @@ pub struct ProxyError {
 
 impl ProxyError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        ProxyError { code, message: message.into(), retry_after: None }
+        ProxyError {
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
     }
 
     pub fn with_retry_after(mut self, secs: u64) -> Self {

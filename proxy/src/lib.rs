@@ -9,6 +9,7 @@
 //! mode) and talking to providers through [`client`]. [`admin`] serves metrics and probes.
 
 pub mod admin;
+pub mod breaker;
 pub mod client;
 pub mod config;
 pub mod control_sync;
@@ -63,12 +64,15 @@ pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>
         routing: ArcSwap::from_pointee(routing),
         ready: AtomicBool::new(ready),
         net: Net::new(timeouts, config.upstream.pool_idle),
+        breakers: breaker::Breakers::new(config.upstream.breaker),
         server: config.server.clone(),
         metrics: metrics::Metrics::new().context("metrics registry")?,
     });
 
     let threads = if config.server.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
     } else {
         config.server.threads
     };
@@ -84,7 +88,9 @@ pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        IronProxy { shared: shared.clone() },
+        IronProxy {
+            shared: shared.clone(),
+        },
         "iron-proxy",
     );
     proxy.add_tcp(&config.server.listen.to_string());
@@ -93,13 +99,22 @@ pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>
         opts.h2c = config.server.h2c;
         app.server_options = Some(opts);
     }
-    let mut admin = Service::new("iron-proxy-admin".to_owned(), admin::AdminApp { shared: shared.clone() });
+    let mut admin = Service::new(
+        "iron-proxy-admin".to_owned(),
+        admin::AdminApp {
+            shared: shared.clone(),
+        },
+    );
     admin.add_tcp(&config.server.admin_listen.to_string());
     server.add_service(proxy);
     server.add_service(admin);
     if let Source::Control(source) = &config.source {
-        let sync = control_sync::ControlSync::new(shared.clone(), source).context("control client")?;
-        server.add_service(pingora_core::services::background::background_service("iron-control-sync", sync));
+        let sync =
+            control_sync::ControlSync::new(shared.clone(), source).context("control client")?;
+        server.add_service(pingora_core::services::background::background_service(
+            "iron-control-sync",
+            sync,
+        ));
     }
     Ok((server, shared))
 }
@@ -173,13 +188,24 @@ pub fn start(config: &ProxyConfig) -> anyhow::Result<ProxyHandle> {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let thread = std::thread::Builder::new()
         .name("iron-proxy".into())
-        .spawn(move || server.run(RunArgs { shutdown_signal: Box::new(ChannelSignal(rx)) }))
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(ChannelSignal(rx)),
+            })
+        })
         .context("spawn proxy thread")?;
-    let handle = ProxyHandle { shared, stop, thread: Some(thread) };
+    let handle = ProxyHandle {
+        shared,
+        stop,
+        thread: Some(thread),
+    };
     for addr in [config.server.listen, config.server.admin_listen] {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::net::TcpStream::connect(addr).is_err() {
-            anyhow::ensure!(std::time::Instant::now() < deadline, "proxy did not start listening on {addr}");
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "proxy did not start listening on {addr}"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }

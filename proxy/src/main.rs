@@ -6,7 +6,11 @@ use clap::Parser;
 use iron_proxy::config::{ProcessEnv, ProxyConfig};
 
 #[derive(Parser, Debug)]
-#[command(name = "iron-proxy", version, about = "Iron LLM egress proxy (data plane)")]
+#[command(
+    name = "iron-proxy",
+    version,
+    about = "Iron LLM egress proxy (data plane)"
+)]
 struct Args {
     /// Path to proxy.toml.
     #[arg(long, env = "IRON_PROXY_CONFIG")]
@@ -32,11 +36,17 @@ fn main() -> std::process::ExitCode {
         println!("configuration OK");
         return std::process::ExitCode::SUCCESS;
     }
-    let json = args.log_format.as_deref().map_or(config.server.log_json, |f| f == "json");
+    let json = args
+        .log_format
+        .as_deref()
+        .map_or(config.server.log_json, |f| f == "json");
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     if json {
-        tracing_subscriber::fmt().json().with_env_filter(filter).init();
+        tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .init();
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).init();
     }

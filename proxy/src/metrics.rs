@@ -3,14 +3,17 @@
 //! Recorded by `proxy.rs` once per stage run and once per request (in pingora's `logging`
 //! hook, after the response). Labels are low-cardinality: route, provider id, model, code.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::stage::Stage;
 
 /// Buckets for sub-millisecond overhead up to multi-second streams.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-    2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
 pub struct Metrics {
@@ -20,6 +23,8 @@ pub struct Metrics {
     pub duration: HistogramVec,
     pub overhead: HistogramVec,
     pub ttfb: HistogramVec,
+    pub retries: IntCounterVec,
+    pub breaker_state: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -32,30 +37,75 @@ impl Metrics {
     pub fn new() -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let stages = IntCounterVec::new(
-            Opts::new("iron_proxy_stage_runs_total", "Times each request stage ran"),
+            Opts::new(
+                "iron_proxy_stage_runs_total",
+                "Times each request stage ran",
+            ),
             &["stage"],
         )?;
         let requests = IntCounterVec::new(
-            Opts::new("iron_proxy_requests_total", "Agent requests by route, provider, model and result code"),
+            Opts::new(
+                "iron_proxy_requests_total",
+                "Agent requests by route, provider, model and result code",
+            ),
             &["route", "provider", "model", "code"],
         )?;
         let hist = |name: &str, help: &str, labels: &[&str]| {
-            HistogramVec::new(HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()), labels)
+            HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+                labels,
+            )
         };
-        let duration = hist("iron_proxy_request_duration_seconds", "Total request duration", &["route"])?;
+        let duration = hist(
+            "iron_proxy_request_duration_seconds",
+            "Total request duration",
+            &["route"],
+        )?;
         let overhead = hist(
             "iron_proxy_overhead_seconds",
             "Time spent inside Iron per request (total minus upstream wait)",
             &["route"],
         )?;
-        let ttfb = hist("iron_proxy_upstream_ttfb_seconds", "Upstream time to response head", &["provider"])?;
+        let ttfb = hist(
+            "iron_proxy_upstream_ttfb_seconds",
+            "Upstream time to response head",
+            &["provider"],
+        )?;
+        let retries = IntCounterVec::new(
+            Opts::new(
+                "iron_proxy_upstream_retries_total",
+                "Upstream attempts beyond the first (retries and fail-overs)",
+            ),
+            &["provider"],
+        )?;
+        let breaker_state = IntGaugeVec::new(
+            Opts::new(
+                "iron_proxy_breaker_state",
+                "Circuit breaker per deployment: 0 closed, 1 open, 2 half-open",
+            ),
+            &["deployment"],
+        )?;
+        registry.register(Box::new(retries.clone()))?;
+        registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(stages.clone()))?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(overhead.clone()))?;
         registry.register(Box::new(ttfb.clone()))?;
-        let stage_runs = Stage::ALL.iter().map(|s| stages.with_label_values(&[s.as_str()])).collect();
-        Ok(Metrics { registry, stage_runs, requests, duration, overhead, ttfb })
+        let stage_runs = Stage::ALL
+            .iter()
+            .map(|s| stages.with_label_values(&[s.as_str()]))
+            .collect();
+        Ok(Metrics {
+            registry,
+            stage_runs,
+            requests,
+            duration,
+            overhead,
+            ttfb,
+            retries,
+            breaker_state,
+        })
     }
 
     /// Counts one run of `stage`.

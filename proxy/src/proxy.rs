@@ -33,6 +33,7 @@ pub struct Shared {
     pub routing: ArcSwap<Routing>,
     pub ready: AtomicBool,
     pub net: Net,
+    pub breakers: crate::breaker::Breakers,
     pub server: ServerConfig,
     pub metrics: Metrics,
 }
@@ -69,25 +70,37 @@ pub struct IronProxy {
 }
 
 impl IronProxy {
-    async fn handle(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Handled, ProxyError> {
+    async fn handle(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Handled, ProxyError> {
         let shared = &self.shared;
-        let route = ApiRoute::classify(session.req_header())
-            .ok_or_else(|| ProxyError::new(ErrorCode::NotFound, "Iron serves the OpenAI and Anthropic APIs under /v1"))?;
+        let route = ApiRoute::classify(session.req_header()).ok_or_else(|| {
+            ProxyError::new(
+                ErrorCode::NotFound,
+                "Iron serves the OpenAI and Anthropic APIs under /v1",
+            )
+        })?;
         ctx.route = Some(route);
         if !shared.is_ready() {
-            return Err(ProxyError::new(ErrorCode::UpstreamUnavailable, "Iron is starting: routing data is not loaded yet")
-                .with_retry_after(1));
+            return Err(ProxyError::new(
+                ErrorCode::UpstreamUnavailable,
+                "Iron is starting: routing data is not loaded yet",
+            )
+            .with_retry_after(1));
         }
         let routing = shared.routing.load_full();
 
         shared.metrics.stage(Stage::Auth);
-        let (claims, project) = stage::auth::authenticate(&routing, session.req_header(), unix_now())?;
+        let (claims, project) =
+            stage::auth::authenticate(&routing, session.req_header(), unix_now())?;
         ctx.claims = Some(claims);
 
         if !route.inspects_body() {
             shared.metrics.stage(Stage::Route);
-            let deployments = stage::route::select(&routing, &project, route, None)?;
-            ctx.deployment = deployments.first().cloned();
+            ctx.deployments = stage::route::select(&routing, &project, route, None)?;
+            ctx.deployment = ctx.deployments.first().cloned();
             if matches!(route, ApiRoute::PassThrough(_)) {
                 return Ok(Handled::Forward);
             }
@@ -99,7 +112,8 @@ impl IronProxy {
 
         if route.inspects_body() {
             shared.metrics.stage(Stage::Route);
-            ctx.deployments = stage::route::select(&routing, &project, route, body.model.as_deref())?;
+            ctx.deployments =
+                stage::route::select(&routing, &project, route, body.model.as_deref())?;
             ctx.deployment = ctx.deployments.first().cloned();
         }
         let dep = ctx
@@ -117,18 +131,50 @@ impl IronProxy {
         ctx.client_wants_usage = body.include_usage;
         let changed = stage::rewrite::force_include_usage(route, &mut body);
         let up_body = stage::rewrite::upstream_body(&body, changed)?;
-        let head = stage::rewrite::rewrite(session.req_header(), route, &dep, Some(up_body.len()))?;
+        let req = session.req_header();
+        let body_len = up_body.len();
+        let head_for =
+            |d: &crate::state::Deployment| stage::rewrite::rewrite(req, route, d, Some(body_len));
+        // Build the head once now so a rewrite error surfaces before any upstream work.
+        head_for(&dep)?;
         ctx.body = Some(body);
 
         shared.metrics.stage(Stage::Upstream);
-        let mut ex = stage::upstream::send(&shared.net, &dep, head, up_body).await?;
+        let deployments = std::mem::take(&mut ctx.deployments);
+        let sent = stage::upstream::send(
+            &shared.net,
+            &shared.breakers,
+            &deployments,
+            head_for,
+            up_body,
+        )
+        .await;
+        ctx.deployments = deployments;
+        let mut ex = sent?;
+        let dep = ex.deployment.clone();
+        ctx.deployment = Some(dep.clone());
         ctx.upstream_wait += ex.ttfb;
-        shared.metrics.ttfb.with_label_values(&[dep.id.as_str()]).observe(ex.ttfb.as_secs_f64());
+        shared
+            .metrics
+            .ttfb
+            .with_label_values(&[dep.id.as_str()])
+            .observe(ex.ttfb.as_secs_f64());
+        if ex.attempts > 1 {
+            shared
+                .metrics
+                .retries
+                .with_label_values(&[dep.id.as_str()])
+                .inc_by((ex.attempts - 1) as u64);
+        }
 
         shared.metrics.stage(Stage::Stream);
         let outcome = stage::stream::relay(session, ctx, &mut ex, &dep).await?;
         if outcome == stage::stream::Outcome::Complete && ex.session.response_done() {
-            shared.net.connector.release_http_session(ex.session, &ex.peer, Some(shared.net.pool_idle)).await;
+            shared
+                .net
+                .connector
+                .release_http_session(ex.session, &ex.peer, Some(shared.net.pool_idle))
+                .await;
         }
 
         shared.metrics.stage(Stage::Settle);
@@ -139,7 +185,9 @@ impl IronProxy {
         ctx.status = err.code.status();
         ctx.error = Some(err.code);
         let body = err.body(ctx.shape());
-        let Ok(mut head) = ResponseHeader::build(err.code.status(), Some(4)) else { return };
+        let Ok(mut head) = ResponseHeader::build(err.code.status(), Some(4)) else {
+            return;
+        };
         let _ = head.insert_header(header::CONTENT_TYPE, "application/json");
         let _ = head.insert_header(header::CONTENT_LENGTH, body.len());
         let _ = head.insert_header(iron_core::error::ERROR_HEADER, err.code.as_str());
@@ -150,7 +198,11 @@ impl IronProxy {
             // The request body may still be unread: do not reuse this connection.
             session.set_keepalive(None);
         }
-        if session.write_response_header(Box::new(head), false).await.is_ok() {
+        if session
+            .write_response_header(Box::new(head), false)
+            .await
+            .is_ok()
+        {
             let _ = session.write_response_body(Some(body.into()), true).await;
         }
     }
@@ -164,7 +216,11 @@ impl ProxyHttp for IronProxy {
         RequestCtx::new()
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora_error::Result<bool> {
+    async fn request_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<bool> {
         match self.handle(session, ctx).await {
             Ok(Handled::Responded) => Ok(true),
             Ok(Handled::Forward) => Ok(false),
@@ -175,14 +231,28 @@ impl ProxyHttp for IronProxy {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora_error::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<Box<HttpPeer>> {
         let dep = ctx.deployment.clone().ok_or_else(|| {
-            pingora_error::Error::explain(pingora_error::ErrorType::InternalError, "no deployment chosen")
+            pingora_error::Error::explain(
+                pingora_error::ErrorType::InternalError,
+                "no deployment chosen",
+            )
         })?;
         let net = &self.shared.net;
-        let addr = net.resolver.resolve(&dep.endpoint.host, dep.endpoint.port).await.map_err(|_| {
-            pingora_error::Error::explain(pingora_error::ErrorType::ConnectNoRoute, "cannot resolve provider host")
-        })?;
+        let addr = net
+            .resolver
+            .resolve(&dep.endpoint.host, dep.endpoint.port)
+            .await
+            .map_err(|_| {
+                pingora_error::Error::explain(
+                    pingora_error::ErrorType::ConnectNoRoute,
+                    "cannot resolve provider host",
+                )
+            })?;
         Ok(Box::new(peer(&dep.endpoint, addr, net.timeouts)))
     }
 
@@ -193,11 +263,19 @@ impl ProxyHttp for IronProxy {
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<()> {
         let (Some(dep), Some(route)) = (ctx.deployment.clone(), ctx.route) else {
-            return pingora_error::Error::e_explain(pingora_error::ErrorType::InternalError, "no deployment chosen");
+            return pingora_error::Error::e_explain(
+                pingora_error::ErrorType::InternalError,
+                "no deployment chosen",
+            );
         };
         self.shared.metrics.stage(Stage::Rewrite);
         *upstream_request = stage::rewrite::rewrite(session.req_header(), route, &dep, None)
-            .map_err(|e| pingora_error::Error::explain(pingora_error::ErrorType::InternalError, e.message.into_owned()))?;
+            .map_err(|e| {
+                pingora_error::Error::explain(
+                    pingora_error::ErrorType::InternalError,
+                    e.message.into_owned(),
+                )
+            })?;
         Ok(())
     }
 
@@ -211,20 +289,35 @@ impl ProxyHttp for IronProxy {
         Ok(())
     }
 
-    async fn logging(&self, _session: &mut Session, e: Option<&pingora_error::Error>, ctx: &mut RequestCtx) {
+    async fn logging(
+        &self,
+        _session: &mut Session,
+        e: Option<&pingora_error::Error>,
+        ctx: &mut RequestCtx,
+    ) {
         let m = &self.shared.metrics;
         let route = ctx.route.map_or("unknown", ApiRoute::as_str);
         let provider = ctx.deployment.as_ref().map_or("", |d| d.id.as_str());
-        let model = ctx.body.as_ref().and_then(|b| b.model.as_deref()).unwrap_or("");
+        let model = ctx
+            .body
+            .as_ref()
+            .and_then(|b| b.model.as_deref())
+            .unwrap_or("");
         let code = match (ctx.error, e) {
             (Some(c), _) => c.as_str(),
             (None, Some(_)) => ErrorCode::UpstreamError.as_str(),
             (None, None) => "ok",
         };
-        m.requests.with_label_values(&[route, provider, model, code]).inc();
+        m.requests
+            .with_label_values(&[route, provider, model, code])
+            .inc();
         let total = ctx.started.elapsed();
-        m.duration.with_label_values(&[route]).observe(total.as_secs_f64());
-        m.overhead.with_label_values(&[route]).observe(total.saturating_sub(ctx.upstream_wait).as_secs_f64());
+        m.duration
+            .with_label_values(&[route])
+            .observe(total.as_secs_f64());
+        m.overhead
+            .with_label_values(&[route])
+            .observe(total.saturating_sub(ctx.upstream_wait).as_secs_f64());
         let usage = ctx.usage.unwrap_or_default();
         tracing::info!(
             target: "iron::request",

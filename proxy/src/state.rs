@@ -13,8 +13,8 @@ use iron_core::token::{IcClaims, PublicKey, TokenError, TokenVerifier};
 use iron_core::wire::{ApiFamily, ProviderKind, glob_match};
 use zeroize::Zeroizing;
 
-use crate::config::{ProjectConfig, ProviderConfig, StaticSource};
 use crate::client::Endpoint;
+use crate::config::{ProjectConfig, ProviderConfig, StaticSource};
 
 /// Bound on cached verified tokens per routing table.
 const TOKEN_CACHE_MAX: usize = 100_000;
@@ -35,7 +35,10 @@ pub struct Deployment {
 
 impl std::fmt::Debug for Deployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Deployment").field("id", &self.id).field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("Deployment")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 
@@ -62,10 +65,20 @@ impl Deployment {
             ApiFamily::OpenAi => Zeroizing::new(format!("Bearer {}", api_key.as_str())),
             ApiFamily::Anthropic => Zeroizing::new(api_key.as_str().to_owned()),
         };
-        let mut credential = HeaderValue::from_str(&raw)
-            .map_err(|_| format!("provider {id}: the API key contains characters not allowed in a header"))?;
+        let mut credential = HeaderValue::from_str(&raw).map_err(|_| {
+            format!("provider {id}: the API key contains characters not allowed in a header")
+        })?;
         credential.set_sensitive(true);
-        Ok(Deployment { id, name, kind, endpoint, models, priority, credential, api_key })
+        Ok(Deployment {
+            id,
+            name,
+            kind,
+            endpoint,
+            models,
+            priority,
+            credential,
+            api_key,
+        })
     }
 }
 
@@ -140,7 +153,10 @@ impl Routing {
         Ok(Routing {
             version,
             verifier: TokenVerifier::new(keys)?,
-            projects: projects.into_iter().map(|p| (p.id.clone(), Arc::new(p))).collect(),
+            projects: projects
+                .into_iter()
+                .map(|p| (p.id.clone(), Arc::new(p)))
+                .collect(),
             deployments: deployments.into_iter().map(Arc::new).collect(),
             revoked,
             verified: RwLock::new(HashMap::new()),
@@ -176,8 +192,14 @@ impl Routing {
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Routing::new(0, &s.public_keys, s.projects.iter().map(Project::from).collect(), deployments, HashSet::new())
-            .map_err(|e| e.to_string())
+        Routing::new(
+            0,
+            &s.public_keys,
+            s.projects.iter().map(Project::from).collect(),
+            deployments,
+            HashSet::new(),
+        )
+        .map_err(|e| e.to_string())
     }
 
     /// A copy of this table with `token_id` revoked (verified-token cache kept).
@@ -203,8 +225,16 @@ impl Routing {
     }
 
     /// Verifies `token` (cached), then checks revocation, expiry and the project.
-    pub fn authenticate(&self, token: &str, now: u64) -> Result<(Arc<IcClaims>, Arc<Project>), AuthFailure> {
-        let cached = self.verified.read().ok().and_then(|m| m.get(token).cloned());
+    pub fn authenticate(
+        &self,
+        token: &str,
+        now: u64,
+    ) -> Result<(Arc<IcClaims>, Arc<Project>), AuthFailure> {
+        let cached = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|m| m.get(token).cloned());
         let claims = match cached {
             Some(c) => c,
             None => {
@@ -224,7 +254,11 @@ impl Routing {
         if self.revoked.contains(&claims.sub) {
             return Err(AuthFailure::Revoked);
         }
-        let project = self.projects.get(&claims.prj).cloned().ok_or(AuthFailure::UnknownProject)?;
+        let project = self
+            .projects
+            .get(&claims.prj)
+            .cloned()
+            .ok_or(AuthFailure::UnknownProject)?;
         Ok((claims, project))
     }
 }

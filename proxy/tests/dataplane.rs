@@ -9,7 +9,10 @@ use futures::StreamExt;
 use sha2::{Digest, Sha256};
 
 fn client() -> reqwest::Client {
-    reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap()
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()
+        .unwrap()
 }
 
 /// Every agent route reaches the mock with the provider key and never the IC token.
@@ -19,20 +22,51 @@ async fn provider_key_replaces_ic_token_on_every_route() {
     let c = client();
     let token = h.token();
     let openai = [
-        ("POST", "/v1/chat/completions", serde_json::json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]})),
-        ("POST", "/v1/completions", serde_json::json!({"model":"gpt-3.5-turbo-instruct","prompt":"hi"})),
-        ("POST", "/v1/embeddings", serde_json::json!({"model":"text-embedding-3-small","input":"hi"})),
-        ("POST", "/v1/responses", serde_json::json!({"model":"gpt-4o-mini","input":"hi"})),
+        (
+            "POST",
+            "/v1/chat/completions",
+            serde_json::json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}),
+        ),
+        (
+            "POST",
+            "/v1/completions",
+            serde_json::json!({"model":"gpt-3.5-turbo-instruct","prompt":"hi"}),
+        ),
+        (
+            "POST",
+            "/v1/embeddings",
+            serde_json::json!({"model":"text-embedding-3-small","input":"hi"}),
+        ),
+        (
+            "POST",
+            "/v1/responses",
+            serde_json::json!({"model":"gpt-4o-mini","input":"hi"}),
+        ),
         ("GET", "/v1/models", serde_json::Value::Null),
     ];
     for (method, path, body) in &openai {
-        let req = if *method == "GET" { c.get(h.url(path)) } else { c.post(h.url(path)).json(body) };
-        let resp = req.bearer_auth(&token).header("OpenAI-Organization", "org-keep").send().await.unwrap();
+        let req = if *method == "GET" {
+            c.get(h.url(path))
+        } else {
+            c.post(h.url(path)).json(body)
+        };
+        let resp = req
+            .bearer_auth(&token)
+            .header("OpenAI-Organization", "org-keep")
+            .send()
+            .await
+            .unwrap();
         assert_eq!(resp.status(), 200, "{path}: {}", resp.text().await.unwrap());
     }
     let anthropic = [
-        ("/v1/messages", serde_json::json!({"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]})),
-        ("/v1/messages/count_tokens", serde_json::json!({"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]})),
+        (
+            "/v1/messages",
+            serde_json::json!({"model":"claude-sonnet-4-5","max_tokens":16,"messages":[{"role":"user","content":"hi"}]}),
+        ),
+        (
+            "/v1/messages/count_tokens",
+            serde_json::json!({"model":"claude-sonnet-4-5","messages":[{"role":"user","content":"hi"}]}),
+        ),
     ];
     for (path, body) in &anthropic {
         let resp = c
@@ -47,22 +81,44 @@ async fn provider_key_replaces_ic_token_on_every_route() {
         assert_eq!(resp.status(), 200, "{path}: {}", resp.text().await.unwrap());
     }
     // A pass-through path (not metered) also gets the key swapped.
-    let resp = c.get(h.url("/v1/files")).bearer_auth(&token).send().await.unwrap();
-    assert_eq!(resp.status(), 404, "mock has no /v1/files: its 404 passes through");
+    let resp = c
+        .get(h.url("/v1/files"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        404,
+        "mock has no /v1/files: its 404 passes through"
+    );
 
     let recorded = h.mock.requests();
     assert_eq!(recorded.len(), openai.len() + anthropic.len() + 1);
     for r in &recorded {
         let all = format!("{:?} {}", r.headers, r.body_text());
-        assert!(!all.contains(&token), "IC token leaked upstream on {}", r.path);
-        assert!(!all.contains("ic_"), "IC token prefix upstream on {}", r.path);
+        assert!(
+            !all.contains(&token),
+            "IC token leaked upstream on {}",
+            r.path
+        );
+        assert!(
+            !all.contains("ic_"),
+            "IC token prefix upstream on {}",
+            r.path
+        );
         if r.path.starts_with("/v1/messages") {
             assert_eq!(r.header("x-api-key"), Some(ANTHROPIC_KEY), "{}", r.path);
             assert_eq!(r.header("authorization"), None);
             assert_eq!(r.header("anthropic-beta"), Some("keep-me"));
             assert_eq!(r.header("anthropic-version"), Some("2023-06-01"));
         } else {
-            assert_eq!(r.header("authorization"), Some(format!("Bearer {OPENAI_KEY}").as_str()), "{}", r.path);
+            assert_eq!(
+                r.header("authorization"),
+                Some(format!("Bearer {OPENAI_KEY}").as_str()),
+                "{}",
+                r.path
+            );
             assert_eq!(r.header("x-api-key"), None);
         }
     }
@@ -112,7 +168,8 @@ async fn oversized_body_is_refused_before_upstream() {
     assert_eq!(v["error"]["code"], "request_too_large");
 
     // Chunked (no Content-Length): refused once the limit is crossed.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        big.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
     let resp = client()
         .post(h.url("/v1/chat/completions"))
         .bearer_auth(h.token())
@@ -146,7 +203,9 @@ async fn bad_tokens_and_bad_json_never_reach_upstream() {
         (Some(OPENAI_KEY.into()), "raw provider key"),
     ];
     for (token, what) in &cases {
-        let mut req = c.post(h.url("/v1/chat/completions")).json(&chat_body(false));
+        let mut req = c
+            .post(h.url("/v1/chat/completions"))
+            .json(&chat_body(false));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -179,7 +238,13 @@ async fn bad_tokens_and_bad_json_never_reach_upstream() {
         .unwrap();
     assert_eq!(resp.status(), 400);
     assert_eq!(resp.headers()["x-iron-error"], "invalid_json");
-    let resp = c.post(h.url("/v2/other")).bearer_auth(h.token()).body("{}").send().await.unwrap();
+    let resp = c
+        .post(h.url("/v2/other"))
+        .bearer_auth(h.token())
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 404);
     // A model outside the project's allow-list.
     let resp = c
@@ -191,7 +256,11 @@ async fn bad_tokens_and_bad_json_never_reach_upstream() {
         .unwrap();
     assert_eq!(resp.status(), 403);
     assert_eq!(resp.headers()["x-iron-error"], "forbidden_model");
-    assert_eq!(h.mock.request_count(), 0, "no request may reach the upstream");
+    assert_eq!(
+        h.mock.request_count(),
+        0,
+        "no request may reach the upstream"
+    );
 }
 
 /// With 200 ms between upstream chunks, the first chunk reaches the agent long before the
@@ -210,7 +279,12 @@ async fn stream_is_forwarded_as_it_arrives() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream")
+    );
     let mut body = resp.bytes_stream();
     let mut first_content = None;
     let mut text = String::new();
@@ -222,13 +296,19 @@ async fn stream_is_forwarded_as_it_arrives() {
     }
     let total = started.elapsed();
     let first = first_content.expect("no content chunk");
-    assert!(total >= Duration::from_millis(800), "5 chunks 200 ms apart took {total:?}");
+    assert!(
+        total >= Duration::from_millis(800),
+        "5 chunks 200 ms apart took {total:?}"
+    );
     assert!(
         total - first >= Duration::from_millis(600),
         "first chunk at {first:?}, end at {total:?}: the answer was buffered"
     );
     assert!(text.trim_end().ends_with("data: [DONE]"));
-    assert!(!text.contains("\"usage\":{"), "the agent did not ask for usage: {text}");
+    assert!(
+        !text.contains("\"usage\":{"),
+        "the agent did not ask for usage: {text}"
+    );
     // Iron forced include_usage upstream.
     let sent = h.mock.requests()[0].json().unwrap();
     assert_eq!(sent["stream_options"]["include_usage"], true);
@@ -266,7 +346,11 @@ async fn two_hundred_concurrent_streams_stay_intact() {
                     .filter_map(|e| e.json())
                     .filter(|j| j["choices"][0]["delta"]["content"].is_string())
                     .count();
-                let usage = events.iter().filter_map(|e| e.json()).filter(|j| j["usage"].is_object()).count();
+                let usage = events
+                    .iter()
+                    .filter_map(|e| e.json())
+                    .filter(|j| j["usage"].is_object())
+                    .count();
                 (contents, usage, text.trim_end().ends_with("data: [DONE]"))
             })
         })
@@ -274,7 +358,10 @@ async fn two_hundred_concurrent_streams_stay_intact() {
     for t in tasks {
         let (contents, usage, done) = t.await.unwrap();
         assert!(contents >= 16, "content events: {contents}");
-        assert_eq!(usage, 1, "the agent asked for usage: exactly one usage chunk");
+        assert_eq!(
+            usage, 1,
+            "the agent asked for usage: exactly one usage chunk"
+        );
         assert!(done);
     }
     assert_eq!(h.mock.streams_completed(), 200);
@@ -285,9 +372,18 @@ async fn two_hundred_concurrent_streams_stay_intact() {
 async fn answers_equal_direct_and_stages_run() {
     let h = Harness::start().await;
     let c = client();
-    let via = c.post(h.url("/v1/chat/completions")).bearer_auth(h.token()).json(&chat_body(false)).send().await.unwrap();
+    let via = c
+        .post(h.url("/v1/chat/completions"))
+        .bearer_auth(h.token())
+        .json(&chat_body(false))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(via.status(), 200);
-    assert!(via.headers().contains_key("x-request-id"), "provider headers are returned");
+    assert!(
+        via.headers().contains_key("x-request-id"),
+        "provider headers are returned"
+    );
     let via: serde_json::Value = via.json().await.unwrap();
     let direct: serde_json::Value = c
         .post(h.mock.url("/v1/chat/completions"))
@@ -302,9 +398,14 @@ async fn answers_equal_direct_and_stages_run() {
     assert_eq!(via["choices"], direct["choices"]);
     assert_eq!(via["usage"], direct["usage"]);
     let m = h.metrics().await;
-    for stage in ["auth", "route", "read", "budget", "redact", "rewrite", "upstream", "stream", "settle"] {
+    for stage in [
+        "auth", "route", "read", "budget", "redact", "rewrite", "upstream", "stream", "settle",
+    ] {
         assert_eq!(
-            metric(&m, &format!("iron_proxy_stage_runs_total{{stage=\"{stage}\"}}")),
+            metric(
+                &m,
+                &format!("iron_proxy_stage_runs_total{{stage=\"{stage}\"}}")
+            ),
             1.0,
             "stage {stage} should have run once:\n{m}"
         );

@@ -71,15 +71,26 @@ api_key_file = "{keyfile}"
         ),
     )
     .unwrap();
-    std::fs::write(dir.path().join("anthropic.key"), format!("{ANTHROPIC_KEY}\n")).unwrap();
+    std::fs::write(
+        dir.path().join("anthropic.key"),
+        format!("{ANTHROPIC_KEY}\n"),
+    )
+    .unwrap();
 
     let mut check = tokio::process::Command::new(env!("CARGO_BIN_EXE_iron-proxy"));
-    check.args(["--config", config.to_str().unwrap(), "--check-config"]).env("TEST_OPENAI_KEY", OPENAI_KEY);
+    check
+        .args(["--config", config.to_str().unwrap(), "--check-config"])
+        .env("TEST_OPENAI_KEY", OPENAI_KEY);
     let out = check.output().await.unwrap();
-    assert!(out.status.success(), "--check-config: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "--check-config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_iron-proxy"));
-    cmd.args(["--config", config.to_str().unwrap()]).env("TEST_OPENAI_KEY", OPENAI_KEY);
+    cmd.args(["--config", config.to_str().unwrap()])
+        .env("TEST_OPENAI_KEY", OPENAI_KEY);
     let proxy = ChildProcess::spawn(cmd).await.unwrap();
     wait_for_tcp(addr, Duration::from_secs(20)).await.unwrap();
 
@@ -106,12 +117,19 @@ api_key_file = "{keyfile}"
     for r in mock.requests() {
         let seen = format!("{:?}", r.headers);
         assert!(!seen.contains(&token));
-        assert!(seen.contains(OPENAI_KEY) || seen.contains(ANTHROPIC_KEY), "{}: {seen}", r.path);
+        assert!(
+            seen.contains(OPENAI_KEY) || seen.contains(ANTHROPIC_KEY),
+            "{}: {seen}",
+            r.path
+        );
     }
     // One JSON log line per request, and no secret in the logs.
     let logs = proxy.output();
     assert!(logs.contains("\"route\":\"chat_completions\""), "{logs}");
     for secret in [OPENAI_KEY, ANTHROPIC_KEY, token.as_str()] {
-        assert!(!logs.contains(secret), "a secret leaked into the proxy logs");
+        assert!(
+            !logs.contains(secret),
+            "a secret leaked into the proxy logs"
+        );
     }
 }

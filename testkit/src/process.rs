@@ -85,10 +85,7 @@ fn spawn_reader(
                 }
             }
         }
-        captured
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .open -= 1;
+        captured.lock().unwrap_or_else(PoisonError::into_inner).open -= 1;
         changed.send_modify(|v| *v += 1);
     })
 }
@@ -101,9 +98,7 @@ impl ChildProcess {
             .stderr(Stdio::piped())
             .kill_on_drop(true);
         let program = format!("{:?}", cmd.as_std().get_program());
-        let mut child = cmd
-            .spawn()
-            .with_context(|| format!("spawn {program}"))?;
+        let mut child = cmd.spawn().with_context(|| format!("spawn {program}"))?;
         let pid = child
             .id()
             .with_context(|| format!("{program} exited before its pid was read"))?;
@@ -140,10 +135,7 @@ impl ChildProcess {
         loop {
             changed.borrow_and_update();
             {
-                let c = self
-                    .captured
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let c = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(line) = c.lines.iter().find(|l| l.contains(pattern)) {
                     return Ok(line.clone());
                 }

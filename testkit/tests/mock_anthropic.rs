@@ -25,7 +25,11 @@ fn assert_fields_like_fixture(events: &[SseEvent]) {
     let fx = parse_sse(fixtures::ANTHROPIC_MESSAGES_STREAM_SSE);
     for e in events {
         let v = e.json().unwrap();
-        assert_eq!(v["type"], e.event.clone().unwrap(), "type field = event name");
+        assert_eq!(
+            v["type"],
+            e.event.clone().unwrap(),
+            "type field = event name"
+        );
         let f = fx
             .iter()
             .find(|f| f.event == e.event && sub_kind(&f.json().unwrap()) == sub_kind(&v))
@@ -37,7 +41,13 @@ fn assert_fields_like_fixture(events: &[SseEvent]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_stream_matches_fixture() {
     let mock = MockUpstream::start().await.unwrap();
-    let events = post_sse(&mock, "/v1/messages", &anthropic_body(true), ANTHROPIC_HEADERS).await;
+    let events = post_sse(
+        &mock,
+        "/v1/messages",
+        &anthropic_body(true),
+        ANTHROPIC_HEADERS,
+    )
+    .await;
     let fx = parse_sse(fixtures::ANTHROPIC_MESSAGES_STREAM_SSE);
     // The fixture has a text block (index 0) then a tool_use block (index 1); a text answer is
     // the fixture without the tool block.
@@ -45,7 +55,10 @@ async fn messages_stream_matches_fixture() {
     assert_eq!(collapse(names(&events)), collapse(names(&expected)));
     assert_fields_like_fixture(&events);
 
-    let ping = events.iter().find(|e| e.event.as_deref() == Some("ping")).unwrap();
+    let ping = events
+        .iter()
+        .find(|e| e.event.as_deref() == Some("ping"))
+        .unwrap();
     assert_eq!(ping.data, r#"{"type": "ping"}"#, "ping byte for byte");
     let d = datas(&events);
     let start = &d[0]["message"];
@@ -62,7 +75,12 @@ async fn messages_stream_matches_fixture() {
     let delta = d.iter().find(|x| x["type"] == "message_delta").unwrap();
     assert_eq!(delta["delta"]["stop_reason"], "end_turn");
     assert_eq!(delta["usage"]["output_tokens"], 10);
-    assert_eq!(d.iter().filter(|x| x["type"] == "content_block_delta").count(), 8);
+    assert_eq!(
+        d.iter()
+            .filter(|x| x["type"] == "content_block_delta")
+            .count(),
+        8
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -75,8 +93,16 @@ async fn messages_json_and_usage_consistency() {
         .collect();
     let resp = post(&mock, "/v1/messages", &anthropic_body(false), &hdrs).await;
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["request-id"].to_str().unwrap().starts_with("req_"));
-    assert!(resp.headers().contains_key("anthropic-ratelimit-requests-remaining"));
+    assert!(
+        resp.headers()["request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_")
+    );
+    assert!(
+        resp.headers()
+            .contains_key("anthropic-ratelimit-requests-remaining")
+    );
     assert_eq!(resp.headers()["content-type"], "application/json");
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["type"], "message");
@@ -93,14 +119,22 @@ async fn messages_json_and_usage_consistency() {
 
     let events = post_sse(&mock, "/v1/messages", &anthropic_body(true), &hdrs).await;
     let d = datas(&events);
-    assert_eq!(d[0]["message"]["usage"]["input_tokens"], v["usage"]["input_tokens"]);
+    assert_eq!(
+        d[0]["message"]["usage"]["input_tokens"],
+        v["usage"]["input_tokens"]
+    );
     assert_eq!(
         d[0]["message"]["usage"]["cache_read_input_tokens"],
         v["usage"]["cache_read_input_tokens"]
     );
     let delta = d.iter().find(|x| x["type"] == "message_delta").unwrap();
     assert_eq!(delta["usage"]["output_tokens"], v["usage"]["output_tokens"]);
-    assert_eq!(d.iter().filter(|x| x["type"] == "content_block_delta").count(), 25);
+    assert_eq!(
+        d.iter()
+            .filter(|x| x["type"] == "content_block_delta")
+            .count(),
+        25
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -134,7 +168,10 @@ async fn messages_tool_use_stream_and_json() {
         .iter()
         .filter_map(|x| x["delta"]["partial_json"].as_str())
         .collect();
-    assert_eq!(serde_json::from_str::<Value>(&partial).unwrap(), json!({"location": "Paris"}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&partial).unwrap(),
+        json!({"location": "Paris"})
+    );
     let delta = d.iter().find(|x| x["type"] == "message_delta").unwrap();
     assert_eq!(delta["delta"]["stop_reason"], "tool_use");
 
@@ -160,13 +197,30 @@ async fn count_tokens_matches_messages_usage() {
 async fn anthropic_requires_key_and_version() {
     let mock = MockUpstream::start().await.unwrap();
     // No version header.
-    let (status, v) = post_json(&mock, "/v1/messages", &anthropic_body(false), &[("x-api-key", "k")]).await;
+    let (status, v) = post_json(
+        &mock,
+        "/v1/messages",
+        &anthropic_body(false),
+        &[("x-api-key", "k")],
+    )
+    .await;
     assert_eq!(status, 400);
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "invalid_request_error");
-    assert!(v["error"]["message"].as_str().unwrap().contains("anthropic-version"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("anthropic-version")
+    );
     // No credentials at all.
-    let (status, v) = post_json(&mock, "/v1/messages", &anthropic_body(false), &[("anthropic-version", "2023-06-01")]).await;
+    let (status, v) = post_json(
+        &mock,
+        "/v1/messages",
+        &anthropic_body(false),
+        &[("anthropic-version", "2023-06-01")],
+    )
+    .await;
     assert_eq!(status, 401);
     assert_eq!(v["error"]["type"], "authentication_error");
     // Bearer is accepted too, and recorded.
@@ -174,7 +228,10 @@ async fn anthropic_requires_key_and_version() {
         &mock,
         "/v1/messages",
         &anthropic_body(false),
-        &[("authorization", "Bearer ic_abc"), ("anthropic-version", "2023-06-01")],
+        &[
+            ("authorization", "Bearer ic_abc"),
+            ("anthropic-version", "2023-06-01"),
+        ],
     )
     .await;
     assert_eq!(status, 200);
@@ -209,7 +266,11 @@ async fn echo_returns_last_user_message() {
             {"role": "user", "content": [{"type": "text", "text": "mail [EMAIL_1] now"}]}
         ]
     });
-    let hdrs: Vec<(&str, &str)> = ANTHROPIC_HEADERS.iter().copied().chain([("x-mock-echo", "1")]).collect();
+    let hdrs: Vec<(&str, &str)> = ANTHROPIC_HEADERS
+        .iter()
+        .copied()
+        .chain([("x-mock-echo", "1")])
+        .collect();
     let (_, v) = post_json(&mock, "/v1/messages", &body, &hdrs).await;
     assert_eq!(v["content"][0]["text"], "mail [EMAIL_1] now");
     assert_eq!(v["usage"]["output_tokens"], 3);

@@ -96,7 +96,11 @@ async fn chat_stream_with_include_usage_matches_fixture() {
     assert_chat_stream_like(fixtures::OPENAI_CHAT_STREAM_USAGE_SSE, &events);
     // usage:null + obfuscation on every chunk; the usage chunk has choices [].
     let chunks = datas(&events);
-    assert_eq!(chunks.len(), 1 + 8 + 1 + 1, "role + 8 content + finish + usage");
+    assert_eq!(
+        chunks.len(),
+        1 + 8 + 1 + 1,
+        "role + 8 content + finish + usage"
+    );
     for c in &chunks[..chunks.len() - 1] {
         assert!(c["usage"].is_null() && c.get("usage").is_some(), "{c}");
         assert!(c["obfuscation"].is_string(), "{c}");
@@ -136,7 +140,10 @@ async fn chat_stream_without_include_usage_has_no_usage() {
         let cls = classes(&events);
         assert_eq!(cls, vec!["role", "content", "finish", "[DONE]"]);
         for c in datas(&events) {
-            assert!(c.get("usage").is_none(), "no usage field without include_usage: {c}");
+            assert!(
+                c.get("usage").is_none(),
+                "no usage field without include_usage: {c}"
+            );
         }
     }
 }
@@ -145,25 +152,50 @@ async fn chat_stream_without_include_usage_has_no_usage() {
 async fn chat_stream_tool_call_matches_fixture() {
     let mock = MockUpstream::start().await.unwrap();
     let mut body = chat_body(true, None);
-    body["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
-    let events = post_sse(&mock, "/v1/chat/completions", &body, &[("x-mock-tools", "1"), ("x-mock-chunks", "3")]).await;
+    body["tools"] =
+        json!([{"type": "function", "function": {"name": "get_weather", "parameters": {}}}]);
+    let events = post_sse(
+        &mock,
+        "/v1/chat/completions",
+        &body,
+        &[("x-mock-tools", "1"), ("x-mock-chunks", "3")],
+    )
+    .await;
     assert_chat_stream_like(fixtures::OPENAI_CHAT_STREAM_TOOLS_SSE, &events);
     let chunks = datas(&events);
-    assert_eq!(chunks[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"], "get_weather");
+    assert_eq!(
+        chunks[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
     let args: String = chunks
         .iter()
         .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
         .collect();
-    assert_eq!(serde_json::from_str::<Value>(&args).unwrap(), json!({"location": "Paris"}));
     assert_eq!(
-        chunks.iter().filter(|c| chat_class_json(c) == "tool_args").count(),
+        serde_json::from_str::<Value>(&args).unwrap(),
+        json!({"location": "Paris"})
+    );
+    assert_eq!(
+        chunks
+            .iter()
+            .filter(|c| chat_class_json(c) == "tool_args")
+            .count(),
         3
     );
-    assert_eq!(chunks.last().unwrap()["choices"][0]["finish_reason"], "tool_calls");
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
 
     // Non-streaming tool call.
     body["stream"] = json!(false);
-    let (status, v) = post_json(&mock, "/v1/chat/completions", &body, &[("x-mock-tools", "1")]).await;
+    let (status, v) = post_json(
+        &mock,
+        "/v1/chat/completions",
+        &body,
+        &[("x-mock-tools", "1")],
+    )
+    .await;
     assert_eq!(status, 200);
     let call = &v["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["type"], "function");
@@ -183,10 +215,19 @@ fn chat_class_json(c: &Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn usage_is_consistent_between_json_and_stream() {
     let mock = MockUpstream::start().await.unwrap();
-    let hdrs: &[(&str, &str)] = &[("x-mock-answer", "one two three four five six seven"), ("x-mock-cached-tokens", "4")];
+    let hdrs: &[(&str, &str)] = &[
+        ("x-mock-answer", "one two three four five six seven"),
+        ("x-mock-cached-tokens", "4"),
+    ];
     // Chat.
     let (_, j) = post_json(&mock, "/v1/chat/completions", &chat_body(false, None), hdrs).await;
-    let s = post_sse(&mock, "/v1/chat/completions", &chat_body(true, Some(true)), hdrs).await;
+    let s = post_sse(
+        &mock,
+        "/v1/chat/completions",
+        &chat_body(true, Some(true)),
+        hdrs,
+    )
+    .await;
     let su = datas(&s).last().unwrap()["usage"].clone();
     assert_eq!(j["usage"], su);
     assert_eq!(su["completion_tokens"], 7);
@@ -201,7 +242,8 @@ async fn usage_is_consistent_between_json_and_stream() {
     assert_eq!(j["usage"], datas(&s).last().unwrap()["usage"]);
     assert_eq!(j["usage"]["prompt_tokens"], 5); // 18 bytes
     // Responses.
-    let body = json!({"model": "gpt-4o-mini", "input": "Tell me a joke", "instructions": "Be funny"});
+    let body =
+        json!({"model": "gpt-4o-mini", "input": "Tell me a joke", "instructions": "Be funny"});
     let (_, j) = post_json(&mock, "/v1/responses", &body, hdrs).await;
     let mut sb = body.clone();
     sb["stream"] = json!(true);
@@ -216,7 +258,8 @@ async fn usage_is_consistent_between_json_and_stream() {
 #[tokio::test(flavor = "multi_thread")]
 async fn legacy_completions_json_and_stream() {
     let mock = MockUpstream::start().await.unwrap();
-    let body = json!({"model": "gpt-3.5-turbo-instruct", "prompt": ["Once upon a time"], "max_tokens": 5});
+    let body =
+        json!({"model": "gpt-3.5-turbo-instruct", "prompt": ["Once upon a time"], "max_tokens": 5});
     let (status, v) = post_json(&mock, "/v1/completions", &body, &[("x-mock-echo", "1")]).await;
     assert_eq!(status, 200);
     assert_eq!(v["object"], "text_completion");
@@ -229,7 +272,11 @@ async fn legacy_completions_json_and_stream() {
     sb["stream"] = json!(true);
     let events = post_sse(&mock, "/v1/completions", &sb, &[("x-mock-chunks", "2")]).await;
     let chunks = datas(&events);
-    assert_eq!(chunks.len(), 3, "2 text chunks + finish (no usage without include_usage)");
+    assert_eq!(
+        chunks.len(),
+        3,
+        "2 text chunks + finish (no usage without include_usage)"
+    );
     for c in &chunks {
         assert_eq!(c["object"], "text_completion");
         assert!(c.get("usage").is_none());
@@ -269,7 +316,10 @@ async fn embeddings_float_base64_and_arrays() {
         assert_eq!(d["index"], i);
         assert_eq!(d["embedding"].as_array().unwrap().len(), 8);
     }
-    assert_eq!(data[0]["embedding"], data[2]["embedding"], "deterministic per text");
+    assert_eq!(
+        data[0]["embedding"], data[2]["embedding"],
+        "deterministic per text"
+    );
     assert_ne!(data[0]["embedding"], data[1]["embedding"]);
     assert_eq!(v["usage"]["prompt_tokens"], 3);
 
@@ -281,7 +331,9 @@ async fn embeddings_float_base64_and_arrays() {
     )
     .await;
     let b64 = v["data"][0]["embedding"].as_str().unwrap();
-    let raw = base64::engine::general_purpose::STANDARD.decode(b64).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap();
     assert_eq!(raw.len(), 1536 * 4);
 
     let (status, v) = post_json(
@@ -304,7 +356,11 @@ async fn responses_stream_matches_fixture() {
     assert_eq!(names(&events), names(&fx), "event order vs fixture");
     for (i, e) in events.iter().enumerate() {
         let v = e.json().unwrap();
-        assert_eq!(v["type"], e.event.clone().unwrap(), "type field = event name");
+        assert_eq!(
+            v["type"],
+            e.event.clone().unwrap(),
+            "type field = event name"
+        );
         assert_eq!(v["sequence_number"], i);
         let f = fx.iter().find(|f| f.event == e.event).unwrap();
         assert_covers(&f.json().unwrap(), &v, e.event.as_deref().unwrap());
@@ -318,7 +374,10 @@ async fn responses_stream_matches_fixture() {
     assert_eq!(text, iron_testkit::mock::scenario::DEFAULT_ANSWER);
     let completed = done.last().unwrap();
     assert_eq!(completed["response"]["model"], "gpt-4o-mini");
-    assert_eq!(completed["response"]["output"][0]["content"][0]["text"], text);
+    assert_eq!(
+        completed["response"]["output"][0]["content"][0]["text"],
+        text
+    );
 
     // JSON form.
     let mut jb = body.clone();
@@ -337,7 +396,13 @@ async fn responses_tool_call_stream() {
     let mock = MockUpstream::start().await.unwrap();
     let body = json!({"model": "gpt-4o-mini", "input": "weather?", "stream": true,
                       "tools": [{"type": "function", "name": "lookup", "parameters": {}}]});
-    let events = post_sse(&mock, "/v1/responses", &body, &[("x-mock-tools", "1"), ("x-mock-chunks", "3")]).await;
+    let events = post_sse(
+        &mock,
+        "/v1/responses",
+        &body,
+        &[("x-mock-tools", "1"), ("x-mock-chunks", "3")],
+    )
+    .await;
     assert_eq!(
         collapse(names(&events)),
         vec![
@@ -365,9 +430,21 @@ async fn responses_tool_call_stream() {
 async fn models_list_and_get() {
     let mock = MockUpstream::start().await.unwrap();
     let c = client();
-    let v: Value = c.get(mock.url("/v1/models")).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .get(mock.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["object"], "list");
-    let ids: Vec<&str> = v["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
     for want in ["gpt-4o", "gpt-4o-mini", "text-embedding-3-small"] {
         assert!(ids.contains(&want), "{want} in {ids:?}");
     }
@@ -386,13 +463,22 @@ async fn models_list_and_get() {
 async fn unknown_path_is_404_and_malformed_json_is_400() {
     let mock = MockUpstream::start().await.unwrap();
     let c = client();
-    let r = c.post(mock.url("/v1/nope")).body("{}").send().await.unwrap();
+    let r = c
+        .post(mock.url("/v1/nope"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["error"]["type"], "invalid_request_error");
     assert!(v["error"]["message"].as_str().unwrap().contains("/v1/nope"));
     // Wrong method on a known path is also unknown.
-    let r = c.get(mock.url("/v1/chat/completions")).send().await.unwrap();
+    let r = c
+        .get(mock.url("/v1/chat/completions"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 
     let r = c
@@ -409,7 +495,11 @@ async fn unknown_path_is_404_and_malformed_json_is_400() {
 
     let (status, v) = post_json(&mock, "/v1/chat/completions", &json!({"messages": []}), &[]).await;
     assert_eq!(status, 400, "model is required: {v}");
-    assert_eq!(mock.request_count(), 4, "every request is recorded, errors included");
+    assert_eq!(
+        mock.request_count(),
+        4,
+        "every request is recorded, errors included"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -426,6 +516,9 @@ async fn azure_deployment_paths_route_to_openai_handlers() {
     assert_eq!(status, 200);
     assert_eq!(v["model"], "my-gpt4o");
     let r = &mock.requests()[0];
-    assert_eq!(r.path, "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21");
+    assert_eq!(
+        r.path,
+        "/openai/deployments/my-gpt4o/chat/completions?api-version=2024-10-21"
+    );
     assert_eq!(r.header("api-key"), Some("azure-key"));
 }

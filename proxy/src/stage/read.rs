@@ -47,7 +47,10 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Pro
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0));
     loop {
         let chunk = session.read_request_body().await.map_err(|e| {
-            ProxyError::new(ErrorCode::InvalidRequest, format!("could not read the request body: {}", e.etype().as_str()))
+            ProxyError::new(
+                ErrorCode::InvalidRequest,
+                format!("could not read the request body: {}", e.etype().as_str()),
+            )
         })?;
         let Some(chunk) = chunk else { break };
         if buf.len() + chunk.len() > limit {
@@ -65,22 +68,38 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Pro
 /// Parses the body of an inspected route.
 pub fn parse(raw: Bytes, route: ApiRoute) -> Result<RequestBody, ProxyError> {
     if !route.inspects_body() {
-        return Ok(RequestBody { raw, json: None, model: None, stream: false, include_usage: false });
+        return Ok(RequestBody {
+            raw,
+            json: None,
+            model: None,
+            stream: false,
+            include_usage: false,
+        });
     }
     let json: Value = serde_json::from_slice(&raw).map_err(|e| {
         ProxyError::new(
             ErrorCode::InvalidJson,
-            format!("request body is not valid JSON (line {}, column {})", e.line(), e.column()),
+            format!(
+                "request body is not valid JSON (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         )
     })?;
     let Value::Object(obj) = &json else {
-        return Err(ProxyError::new(ErrorCode::InvalidJson, "request body must be a JSON object"));
+        return Err(ProxyError::new(
+            ErrorCode::InvalidJson,
+            "request body must be a JSON object",
+        ));
     };
     let model = match obj.get("model") {
         Some(Value::String(m)) if !m.is_empty() => Some(m.clone()),
         None if route == ApiRoute::Responses => None,
         _ => {
-            return Err(ProxyError::new(ErrorCode::InvalidRequest, "`model` must be a non-empty string"));
+            return Err(ProxyError::new(
+                ErrorCode::InvalidRequest,
+                "`model` must be a non-empty string",
+            ));
         }
     };
     let stream = matches!(obj.get("stream"), Some(Value::Bool(true)));
@@ -89,5 +108,11 @@ pub fn parse(raw: Bytes, route: ApiRoute) -> Result<RequestBody, ProxyError> {
         .and_then(|o| o.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    Ok(RequestBody { raw, json: Some(json), model, stream, include_usage })
+    Ok(RequestBody {
+        raw,
+        json: Some(json),
+        model,
+        stream,
+        include_usage,
+    })
 }

@@ -61,11 +61,18 @@ fn connection_nominated(req: &RequestHeader) -> Vec<String> {
 /// Forces `stream_options.include_usage = true` on OpenAI streaming chat/completions.
 /// Returns true when the body changed.
 pub fn force_include_usage(route: ApiRoute, body: &mut RequestBody) -> bool {
-    if !body.stream || body.include_usage || !matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions) {
+    if !body.stream
+        || body.include_usage
+        || !matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions)
+    {
         return false;
     }
-    let Some(Value::Object(obj)) = body.json.as_mut() else { return false };
-    let opts = obj.entry("stream_options").or_insert_with(|| Value::Object(Default::default()));
+    let Some(Value::Object(obj)) = body.json.as_mut() else {
+        return false;
+    };
+    let opts = obj
+        .entry("stream_options")
+        .or_insert_with(|| Value::Object(Default::default()));
     match opts {
         Value::Object(o) => {
             o.insert("include_usage".into(), Value::Bool(true));
@@ -83,25 +90,35 @@ pub fn rewrite(
     body_len: Option<usize>,
 ) -> Result<RequestHeader, ProxyError> {
     let path = match req.uri.query() {
-        Some(q) => deployment.endpoint.path_for(&format!("{}?{q}", req.uri.path())),
+        Some(q) => deployment
+            .endpoint
+            .path_for(&format!("{}?{q}", req.uri.path())),
         None => deployment.endpoint.path_for(req.uri.path()),
     };
     let internal = |_| ProxyError::new(ErrorCode::Internal, "could not build the upstream request");
-    let mut up = RequestHeader::build(req.method.clone(), path.as_bytes(), Some(req.headers.len() + 4))
-        .map_err(internal)?;
+    let mut up = RequestHeader::build(
+        req.method.clone(),
+        path.as_bytes(),
+        Some(req.headers.len() + 4),
+    )
+    .map_err(internal)?;
     let nominated = connection_nominated(req);
     for (name, value) in req.headers.iter() {
         if forwarded(name, &nominated) {
-            up.append_header(name.clone(), value.clone()).map_err(internal)?;
+            up.append_header(name.clone(), value.clone())
+                .map_err(internal)?;
         }
     }
-    up.insert_header(header::HOST, deployment.endpoint.authority.as_str()).map_err(internal)?;
-    up.insert_header(header::ACCEPT_ENCODING, "identity").map_err(internal)?;
+    up.insert_header(header::HOST, deployment.endpoint.authority.as_str())
+        .map_err(internal)?;
+    up.insert_header(header::ACCEPT_ENCODING, "identity")
+        .map_err(internal)?;
     match deployment.family() {
         ApiFamily::OpenAi => up.insert_header(header::AUTHORIZATION, deployment.credential.clone()),
         ApiFamily::Anthropic => {
             if !req.headers.contains_key("anthropic-version") {
-                up.insert_header("anthropic-version", DEFAULT_ANTHROPIC_VERSION).map_err(internal)?;
+                up.insert_header("anthropic-version", DEFAULT_ANTHROPIC_VERSION)
+                    .map_err(internal)?;
             }
             up.insert_header("x-api-key", deployment.credential.clone())
         }
@@ -109,7 +126,9 @@ pub fn rewrite(
     .map_err(internal)?;
     match body_len {
         Some(0) if route == ApiRoute::Models => {}
-        Some(n) => up.insert_header(header::CONTENT_LENGTH, n).map_err(internal)?,
+        Some(n) => up
+            .insert_header(header::CONTENT_LENGTH, n)
+            .map_err(internal)?,
         // Pass-through: the body streams unread, keep the agent's framing.
         None => {
             for name in [header::CONTENT_LENGTH, header::TRANSFER_ENCODING] {
@@ -125,9 +144,9 @@ pub fn rewrite(
 /// The upstream body: the received bytes, or the re-serialised JSON when a stage changed it.
 pub fn upstream_body(body: &RequestBody, changed: bool) -> Result<Bytes, ProxyError> {
     match (&body.json, changed) {
-        (Some(json), true) => serde_json::to_vec(json)
-            .map(Bytes::from)
-            .map_err(|_| ProxyError::new(ErrorCode::Internal, "could not serialise the request body")),
+        (Some(json), true) => serde_json::to_vec(json).map(Bytes::from).map_err(|_| {
+            ProxyError::new(ErrorCode::Internal, "could not serialise the request body")
+        }),
         _ => Ok(body.raw.clone()),
     }
 }

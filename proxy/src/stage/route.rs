@@ -40,14 +40,20 @@ impl ApiRoute {
             "/v1/responses" if post => ApiRoute::Responses,
             "/v1/messages" if post => ApiRoute::Messages,
             "/v1/messages/count_tokens" if post => ApiRoute::CountTokens,
-            p if req.method == Method::GET && (p == "/v1/models" || p.starts_with("/v1/models/")) => {
+            p if req.method == Method::GET
+                && (p == "/v1/models" || p.starts_with("/v1/models/")) =>
+            {
                 ApiRoute::Models
             }
             p if p.starts_with("/v1/") => {
                 let anthropic = req.headers.contains_key("anthropic-version")
                     || (req.headers.contains_key("x-api-key")
                         && !req.headers.contains_key(http::header::AUTHORIZATION));
-                ApiRoute::PassThrough(if anthropic { ApiFamily::Anthropic } else { ApiFamily::OpenAi })
+                ApiRoute::PassThrough(if anthropic {
+                    ApiFamily::Anthropic
+                } else {
+                    ApiFamily::OpenAi
+                })
             }
             _ => return None,
         };
@@ -113,7 +119,10 @@ pub fn select(
         .collect();
     if found.is_empty() {
         let what = match model {
-            Some(m) => format!("no provider serves model `{}` for this project", sanitize(m)),
+            Some(m) => format!(
+                "no provider serves model `{}` for this project",
+                sanitize(m)
+            ),
             None => "no provider of this API family is configured for this project".to_owned(),
         };
         return Err(ProxyError::new(ErrorCode::NotFound, what));
@@ -123,5 +132,9 @@ pub fn select(
 
 /// Model names are echoed in errors: keep them short and printable.
 fn sanitize(model: &str) -> String {
-    model.chars().filter(|c| c.is_ascii_graphic()).take(100).collect()
+    model
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(100)
+        .collect()
 }

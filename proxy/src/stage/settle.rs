@@ -31,13 +31,17 @@ impl Usage {
             return Some(Usage {
                 input_tokens: num(u.get("prompt_tokens")),
                 output_tokens: num(u.get("completion_tokens")),
-                cached_input_tokens: num(u.get("prompt_tokens_details").and_then(|d| d.get("cached_tokens"))),
+                cached_input_tokens: num(u
+                    .get("prompt_tokens_details")
+                    .and_then(|d| d.get("cached_tokens"))),
                 cache_write_tokens: 0,
             });
         }
         if u.contains_key("input_tokens") || u.contains_key("output_tokens") {
             // OpenAI Responses and Anthropic.
-            let cached = num(u.get("input_tokens_details").and_then(|d| d.get("cached_tokens")))
+            let cached = num(u
+                .get("input_tokens_details")
+                .and_then(|d| d.get("cached_tokens")))
                 + num(u.get("cache_read_input_tokens"));
             return Some(Usage {
                 input_tokens: num(u.get("input_tokens")),
@@ -62,8 +66,15 @@ impl Usage {
             .get("usage")
             .filter(|u| !u.is_null())
             .or_else(|| event.get("message").and_then(|m| m.get("usage")))
-            .or_else(|| event.get("response").and_then(|r| r.get("usage")).filter(|u| !u.is_null()));
-        let Some(u) = found.and_then(Usage::from_usage_object) else { return };
+            .or_else(|| {
+                event
+                    .get("response")
+                    .and_then(|r| r.get("usage"))
+                    .filter(|u| !u.is_null())
+            });
+        let Some(u) = found.and_then(Usage::from_usage_object) else {
+            return;
+        };
         let is_delta = event.get("type").and_then(Value::as_str) == Some("message_delta");
         match (acc.as_mut(), is_delta) {
             (Some(a), true) => {
@@ -87,16 +98,38 @@ mod tests {
         let chat = json!({"usage":{"prompt_tokens":24,"completion_tokens":8,"prompt_tokens_details":{"cached_tokens":4}}});
         assert_eq!(
             Usage::from_response(&chat),
-            Some(Usage { input_tokens: 24, output_tokens: 8, cached_input_tokens: 4, cache_write_tokens: 0 })
+            Some(Usage {
+                input_tokens: 24,
+                output_tokens: 8,
+                cached_input_tokens: 4,
+                cache_write_tokens: 0
+            })
         );
         let mut acc = None;
-        Usage::accumulate_event(&mut acc, &json!({"type":"message_start","message":{"usage":{"input_tokens":472,"cache_creation_input_tokens":0,"cache_read_input_tokens":1024,"output_tokens":2}}}));
-        Usage::accumulate_event(&mut acc, &json!({"type":"message_delta","usage":{"output_tokens":89}}));
-        assert_eq!(acc, Some(Usage { input_tokens: 472, output_tokens: 89, cached_input_tokens: 1024, cache_write_tokens: 0 }));
+        Usage::accumulate_event(
+            &mut acc,
+            &json!({"type":"message_start","message":{"usage":{"input_tokens":472,"cache_creation_input_tokens":0,"cache_read_input_tokens":1024,"output_tokens":2}}}),
+        );
+        Usage::accumulate_event(
+            &mut acc,
+            &json!({"type":"message_delta","usage":{"output_tokens":89}}),
+        );
+        assert_eq!(
+            acc,
+            Some(Usage {
+                input_tokens: 472,
+                output_tokens: 89,
+                cached_input_tokens: 1024,
+                cache_write_tokens: 0
+            })
+        );
         let mut acc = None;
         Usage::accumulate_event(&mut acc, &json!({"choices":[],"usage":null}));
         assert_eq!(acc, None);
-        Usage::accumulate_event(&mut acc, &json!({"type":"response.completed","response":{"usage":{"input_tokens":12,"output_tokens":3}}}));
+        Usage::accumulate_event(
+            &mut acc,
+            &json!({"type":"response.completed","response":{"usage":{"input_tokens":12,"output_tokens":3}}}),
+        );
         assert_eq!(acc.map(|u| u.output_tokens), Some(3));
     }
 }

@@ -50,7 +50,11 @@ const DROPPED: [&str; 8] = [
     "content-length",
 ];
 
-fn response_head(up: &ResponseHeader, content_length: Option<usize>, chunked: bool) -> pingora_error::Result<ResponseHeader> {
+fn response_head(
+    up: &ResponseHeader,
+    content_length: Option<usize>,
+    chunked: bool,
+) -> pingora_error::Result<ResponseHeader> {
     let mut head = ResponseHeader::build(up.status, Some(up.headers.len() + 2))?;
     for (name, value) in up.headers.iter() {
         if !DROPPED.contains(&name.as_str()) {
@@ -87,9 +91,15 @@ pub fn error_event(shape: WireShape, err: &ProxyError) -> Bytes {
 
 fn mid_stream_error(e: &pingora_error::Error, dep: &Deployment) -> ProxyError {
     if matches!(e.etype(), ErrorType::ReadTimedout) {
-        ProxyError::new(ErrorCode::UpstreamTimeout, format!("provider `{}` stalled mid-stream", dep.name))
+        ProxyError::new(
+            ErrorCode::UpstreamTimeout,
+            format!("provider `{}` stalled mid-stream", dep.name),
+        )
     } else {
-        ProxyError::new(ErrorCode::UpstreamError, format!("provider `{}` failed mid-stream", dep.name))
+        ProxyError::new(
+            ErrorCode::UpstreamError,
+            format!("provider `{}` failed mid-stream", dep.name),
+        )
     }
 }
 
@@ -117,7 +127,10 @@ impl EventFilter {
             return;
         }
         // The usage chunk Iron forced: `choices: []` with a usage object. Dropped.
-        let is_usage_chunk = json.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty)
+        let is_usage_chunk = json
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_some_and(Vec::is_empty)
             && json.get("usage").is_some_and(|u| !u.is_null());
         if is_usage_chunk {
             return;
@@ -143,22 +156,27 @@ pub async fn relay(
     dep: &Deployment,
 ) -> Result<Outcome, ProxyError> {
     let internal = |_| ProxyError::new(ErrorCode::Internal, "could not build the response");
-    let up_head = ex
-        .session
-        .response_header()
-        .cloned()
-        .ok_or_else(|| ProxyError::new(ErrorCode::UpstreamError, "provider sent no response head"))?;
+    let up_head = ex.session.response_header().cloned().ok_or_else(|| {
+        ProxyError::new(ErrorCode::UpstreamError, "provider sent no response head")
+    })?;
     ctx.status = up_head.status.as_u16();
     let shape = ctx.shape();
     let h1_downstream = !session.as_downstream().is_http2();
 
     if up_head.status.is_success() && is_event_stream(&up_head) {
         let head = response_head(&up_head, None, h1_downstream).map_err(internal)?;
-        if session.write_response_header(Box::new(head), false).await.is_err() {
+        if session
+            .write_response_header(Box::new(head), false)
+            .await
+            .is_err()
+        {
             ex.session.shutdown().await;
             return Ok(Outcome::ClientGone);
         }
-        let mut filter = EventFilter { hide_usage: !ctx.client_wants_usage, usage: None };
+        let mut filter = EventFilter {
+            hide_usage: !ctx.client_wants_usage,
+            usage: None,
+        };
         let mut decoder = SseDecoder::new();
         let mut out = BytesMut::new();
         let outcome = loop {
@@ -169,13 +187,23 @@ pub async fn relay(
                         filter.apply(&ev, &mut out);
                     }
                     if decoder.buffered() > iron_core::sse::DEFAULT_MAX_EVENT_BYTES {
-                        let err = ProxyError::new(ErrorCode::UpstreamError, "provider sent an oversized event");
+                        let err = ProxyError::new(
+                            ErrorCode::UpstreamError,
+                            "provider sent an oversized event",
+                        );
                         out.extend_from_slice(&error_event(shape, &err));
-                        let _ = session.write_response_body(Some(out.split().freeze()), true).await;
+                        let _ = session
+                            .write_response_body(Some(out.split().freeze()), true)
+                            .await;
                         ex.session.shutdown().await;
                         break Outcome::UpstreamFailed;
                     }
-                    if !out.is_empty() && session.write_response_body(Some(out.split().freeze()), false).await.is_err() {
+                    if !out.is_empty()
+                        && session
+                            .write_response_body(Some(out.split().freeze()), false)
+                            .await
+                            .is_err()
+                    {
                         ex.session.shutdown().await;
                         break Outcome::ClientGone;
                     }
@@ -194,7 +222,9 @@ pub async fn relay(
                     let err = mid_stream_error(&e, dep);
                     ctx.error = Some(err.code);
                     out.extend_from_slice(&error_event(shape, &err));
-                    let _ = session.write_response_body(Some(out.split().freeze()), true).await;
+                    let _ = session
+                        .write_response_body(Some(out.split().freeze()), true)
+                        .await;
                     ex.session.shutdown().await;
                     break Outcome::UpstreamFailed;
                 }
@@ -227,7 +257,11 @@ pub async fn relay(
         body = scrub(body, dep.api_key.as_str());
     }
     let head = response_head(&up_head, Some(body.len()), false).map_err(internal)?;
-    if session.write_response_header(Box::new(head), body.is_empty()).await.is_err() {
+    if session
+        .write_response_header(Box::new(head), body.is_empty())
+        .await
+        .is_err()
+    {
         return Ok(Outcome::ClientGone);
     }
     if !body.is_empty() && session.write_response_body(Some(body), true).await.is_err() {
@@ -245,8 +279,14 @@ async fn pass_through_rest(
 ) -> Result<Outcome, ProxyError> {
     let head = response_head(up_head, None, chunked)
         .map_err(|_| ProxyError::new(ErrorCode::Internal, "could not build the response"))?;
-    if session.write_response_header(Box::new(head), false).await.is_err()
-        || session.write_response_body(Some(first.freeze()), false).await.is_err()
+    if session
+        .write_response_header(Box::new(head), false)
+        .await
+        .is_err()
+        || session
+            .write_response_body(Some(first.freeze()), false)
+            .await
+            .is_err()
     {
         ex.session.shutdown().await;
         return Ok(Outcome::ClientGone);
@@ -254,7 +294,11 @@ async fn pass_through_rest(
     loop {
         match ex.session.read_response_body().await {
             Ok(Some(chunk)) => {
-                if session.write_response_body(Some(chunk), false).await.is_err() {
+                if session
+                    .write_response_body(Some(chunk), false)
+                    .await
+                    .is_err()
+                {
                     ex.session.shutdown().await;
                     return Ok(Outcome::ClientGone);
                 }
@@ -293,12 +337,18 @@ mod tests {
 
     #[test]
     fn scrubs_keys_from_error_bodies() {
-        let b = scrub(Bytes::from_static(b"{\"error\":\"bad key sk-abcdef123456 sk-abcdef123456\"}"), "sk-abcdef123456");
+        let b = scrub(
+            Bytes::from_static(b"{\"error\":\"bad key sk-abcdef123456 sk-abcdef123456\"}"),
+            "sk-abcdef123456",
+        );
         assert_eq!(&b[..], b"{\"error\":\"bad key [REDACTED] [REDACTED]\"}");
     }
 
     fn run_filter(hide: bool, stream: &[u8]) -> (String, Option<Usage>) {
-        let mut f = EventFilter { hide_usage: hide, usage: None };
+        let mut f = EventFilter {
+            hide_usage: hide,
+            usage: None,
+        };
         let mut d = SseDecoder::new();
         d.push(stream);
         let mut out = BytesMut::new();
@@ -312,8 +362,14 @@ mod tests {
     fn hides_forced_usage_chunk_but_reads_it() {
         let stream = b"data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\ndata: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n";
         let (out, usage) = run_filter(true, stream);
-        assert_eq!(out, "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n");
-        assert_eq!(usage.map(|u| (u.input_tokens, u.output_tokens)), Some((3, 1)));
+        assert_eq!(
+            out,
+            "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\ndata: [DONE]\n\n"
+        );
+        assert_eq!(
+            usage.map(|u| (u.input_tokens, u.output_tokens)),
+            Some((3, 1))
+        );
         let (out, usage) = run_filter(false, stream);
         assert_eq!(out.as_bytes(), stream);
         assert!(usage.is_some());

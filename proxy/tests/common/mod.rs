@@ -21,10 +21,22 @@ pub fn free_addr() -> SocketAddr {
 
 pub struct Harness {
     pub mock: MockUpstream,
+    /// A second OpenAI deployment with lower priority (only with `Options::fallback`).
+    pub fallback: Option<MockUpstream>,
     pub proxy: ProxyHandle,
     pub key: SigningKey,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+}
+
+#[derive(Default)]
+pub struct Options<'a> {
+    /// Extra lines for `[server]`.
+    pub server: &'a str,
+    /// Extra lines for `[upstream]`.
+    pub upstream: &'a str,
+    /// Add a second OpenAI-family deployment (lower priority) on its own mock.
+    pub fallback: bool,
 }
 
 impl Harness {
@@ -35,7 +47,29 @@ impl Harness {
     /// `extra` is appended to the generated TOML (e.g. a `[server]` override table is not
     /// allowed twice, so use env-style keys through `server_extra`).
     pub async fn start_with(server_extra: &str) -> Harness {
+        Self::start_opts(Options {
+            server: server_extra,
+            ..Default::default()
+        })
+        .await
+    }
+
+    pub async fn start_opts(opts: Options<'_>) -> Harness {
+        let server_extra = opts.server;
+        let upstream_extra = opts.upstream;
         let mock = MockUpstream::start().await.unwrap();
+        let fallback = if opts.fallback {
+            Some(MockUpstream::start().await.unwrap())
+        } else {
+            None
+        };
+        let fallback_toml = match &fallback {
+            Some(f) => format!(
+                "[[providers]]\nid = \"mock-fallback\"\nkind = \"openai-compatible\"\nbase_url = \"{}\"\npriority = 1\napi_key_env = \"MOCK_OPENAI_KEY\"\n",
+                f.base_url()
+            ),
+            None => String::new(),
+        };
         let key = SigningKey::generate().unwrap();
         let pk = key.public_key();
         let (addr, admin) = (free_addr(), free_addr());
@@ -48,6 +82,9 @@ admin_listen = "{admin}"
 threads = 2
 shutdown_grace_secs = 0
 {server_extra}
+
+[upstream]
+{upstream_extra}
 
 [auth]
 public_keys = [{{ kid = "{kid}", alg = "EdDSA", x = "{x}" }}]
@@ -64,7 +101,10 @@ allowed_models = ["gpt-4o-mini"]
 id = "mock-openai"
 kind = "openai"
 base_url = "{base}/v1"
+priority = 10
 api_key_env = "MOCK_OPENAI_KEY"
+
+{fallback_toml}
 
 [[providers]]
 id = "mock-anthropic"
@@ -81,8 +121,18 @@ api_key_env = "MOCK_ANTHROPIC_KEY"
         ]
         .into();
         let config = ProxyConfig::from_toml(&toml, &env).unwrap();
-        let proxy = tokio::task::spawn_blocking(move || iron_proxy::start(&config)).await.unwrap().unwrap();
-        Harness { mock, proxy, key, addr, admin }
+        let proxy = tokio::task::spawn_blocking(move || iron_proxy::start(&config))
+            .await
+            .unwrap()
+            .unwrap();
+        Harness {
+            mock,
+            fallback,
+            proxy,
+            key,
+            addr,
+            admin,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -95,16 +145,25 @@ api_key_env = "MOCK_ANTHROPIC_KEY"
 
     pub fn token_for(&self, project: &str) -> String {
         let now = unix_now();
-        self.key.mint(&new_token_id(), project, now, now + 3600).unwrap()
+        self.key
+            .mint(&new_token_id(), project, now, now + 3600)
+            .unwrap()
     }
 
     pub fn expired_token(&self) -> String {
         let now = unix_now();
-        self.key.mint(&new_token_id(), PROJECT, now - 7200, now - 3600).unwrap()
+        self.key
+            .mint(&new_token_id(), PROJECT, now - 7200, now - 3600)
+            .unwrap()
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.admin)).await.unwrap().text().await.unwrap()
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 }
 
@@ -112,7 +171,10 @@ api_key_env = "MOCK_ANTHROPIC_KEY"
 pub fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
         .unwrap_or(0.0)
 }
 

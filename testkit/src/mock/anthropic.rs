@@ -18,7 +18,11 @@ use super::scenario::Fault;
 use super::{Ctx, Reply, StreamPlan};
 
 fn bad(ctx: &Ctx, msg: &str) -> Reply {
-    Reply::Error(errors::bad_request(Provider::Anthropic, msg, &ctx.request_id))
+    Reply::Error(errors::bad_request(
+        Provider::Anthropic,
+        msg,
+        &ctx.request_id,
+    ))
 }
 
 /// Validate the common fields and count the input tokens (`system` + message contents).
@@ -173,9 +177,6 @@ pub(crate) fn messages(ctx: &Ctx, body: &Value) -> Reply {
     Reply::Stream(StreamPlan {
         events: Box::new(events),
         error_after,
-        error_event: sse_event(
-            Some("error"),
-            &errors::anthropic_stream_error().to_string(),
-        ),
+        error_event: sse_event(Some("error"), &errors::anthropic_stream_error().to_string()),
     })
 }

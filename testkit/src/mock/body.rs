@@ -173,10 +173,11 @@ impl Drop for PacedBody {
         // A body dropped before its end, that the mock did not cut itself, was abandoned by the
         // client (or the proxy in between).
         let deliberate = self.killed || self.killing.is_some();
-        if !self.finished && !deliberate {
-            if let Some(stats) = &self.stats {
-                stats.streams_aborted.fetch_add(1, Ordering::SeqCst);
-            }
+        if let Some(stats) = &self.stats
+            && !self.finished
+            && !deliberate
+        {
+            stats.streams_aborted.fetch_add(1, Ordering::SeqCst);
         }
     }
 }

@@ -43,7 +43,11 @@ pub(crate) fn anthropic_error(kind: &str, message: &str, request_id: &str) -> Va
 }
 
 /// The answer for a status fault (`status500/503/429/401`), `None` for other faults.
-pub(crate) fn status_fault(provider: Provider, fault: Fault, request_id: &str) -> Option<ErrorReply> {
+pub(crate) fn status_fault(
+    provider: Provider,
+    fault: Fault,
+    request_id: &str,
+) -> Option<ErrorReply> {
     let reply = match (provider, fault) {
         (Provider::OpenAi, Fault::Status401) => ErrorReply {
             status: StatusCode::UNAUTHORIZED,
@@ -142,7 +146,11 @@ pub(crate) const OPENAI_INVALID_JSON: &str = "We could not parse the JSON body o
 pub(crate) fn anthropic_missing_key(request_id: &str) -> ErrorReply {
     ErrorReply::json(
         StatusCode::UNAUTHORIZED,
-        &anthropic_error("authentication_error", "x-api-key header is required", request_id),
+        &anthropic_error(
+            "authentication_error",
+            "x-api-key header is required",
+            request_id,
+        ),
     )
 }
 

@@ -46,7 +46,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 
-pub use scenario::{Fault, Scenario};
+pub use scenario::{Fault, Scenario, headers};
 
 use body::{MockBody, PacedBody, Stats, Step, Steps, full};
 use errors::{ErrorReply, Provider};
@@ -302,7 +302,11 @@ impl MockUpstream {
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<()>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<()>,
+) {
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,
@@ -320,7 +324,11 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: w
     }
 }
 
-async fn serve_connection(stream: TcpStream, shared: Arc<Shared>, mut shutdown: watch::Receiver<()>) {
+async fn serve_connection(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<()>,
+) {
     // Faults that drop the connection notify this; the connection future is then dropped,
     // which closes the socket without finishing the response.
     let kill = Arc::new(Notify::new());
@@ -385,12 +393,11 @@ fn route(method: &Method, path: &str) -> Option<(Route, Option<String>)> {
         "/v1/messages" if post => Route::Messages,
         "/v1/messages/count_tokens" if post => Route::CountTokens,
         _ => {
-            if get {
-                if let Some(id) = path.strip_prefix("/v1/models/") {
-                    if !id.is_empty() {
-                        return Some((Route::Model(id.to_owned()), None));
-                    }
-                }
+            if get
+                && let Some(id) = path.strip_prefix("/v1/models/")
+                && !id.is_empty()
+            {
+                return Some((Route::Model(id.to_owned()), None));
             }
             let rest = path.strip_prefix("/openai/deployments/")?;
             let (deployment, op) = rest.split_once('/')?;
@@ -457,7 +464,11 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-async fn handle(shared: Arc<Shared>, kill: Arc<Notify>, req: Request<Incoming>) -> Response<MockBody> {
+async fn handle(
+    shared: Arc<Shared>,
+    kill: Arc<Notify>,
+    req: Request<Incoming>,
+) -> Response<MockBody> {
     let received_at = Instant::now();
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_owned();
@@ -564,7 +575,10 @@ async fn respond(
     if provider == Provider::Anthropic {
         let has_key = headers.contains_key("x-api-key") || headers.contains_key("authorization");
         if !has_key {
-            return (error_response(errors::anthropic_missing_key(request_id)), None);
+            return (
+                error_response(errors::anthropic_missing_key(request_id)),
+                None,
+            );
         }
         if !headers.contains_key("anthropic-version") {
             return (
@@ -605,7 +619,9 @@ async fn respond(
             Ok(_) | Err(_) => {
                 let msg = match provider {
                     Provider::OpenAi => errors::OPENAI_INVALID_JSON,
-                    Provider::Anthropic => "There was an error parsing the body of your request as JSON.",
+                    Provider::Anthropic => {
+                        "There was an error parsing the body of your request as JSON."
+                    }
                 };
                 return (
                     error_response(errors::bad_request(provider, msg, request_id)),
@@ -637,14 +653,9 @@ async fn respond(
     let delay = Duration::from_millis(ctx.scenario.delay_ms.unwrap_or(0));
     let resp = match reply {
         Reply::Error(e) => error_response(e),
-        Reply::Json(status, v) => json_response(
-            kill,
-            provider,
-            status,
-            v,
-            ctx.scenario.fault,
-            request_id,
-        ),
+        Reply::Json(status, v) => {
+            json_response(kill, provider, status, v, ctx.scenario.fault, request_id)
+        }
         Reply::Stream(plan) => {
             let steps = stream_steps(plan, ctx.scenario.fault);
             let body = PacedBody::sse(steps, delay, kill.clone(), shared.stats.clone());

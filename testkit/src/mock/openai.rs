@@ -181,9 +181,7 @@ pub(crate) fn chat(ctx: &Ctx, body: &Value) -> Reply {
         }
         sse_event(None, &c.to_string())
     };
-    let choice = |delta: Value, finish: Value| {
-        json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}])
-    };
+    let choice = |delta: Value, finish: Value| json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]);
 
     let usage = chat_usage(&plan);
     let (first_delta, finish, pieces, is_tool) = match plan.output {
@@ -225,11 +223,7 @@ pub(crate) fn chat(ctx: &Ctx, body: &Value) -> Reply {
         .chain(std::iter::once_with(move || {
             mk2(n + 1, choice(json!({}), json!(finish)), None)
         }))
-        .chain(
-            include_usage
-                .then(move || mk(n + 2, json!([]), Some(usage)))
-                .into_iter(),
-        )
+        .chain(include_usage.then(move || mk(n + 2, json!([]), Some(usage))))
         .chain(std::iter::once(Bytes::from_static(DONE)));
     Reply::Stream(StreamPlan {
         events: Box::new(events),
@@ -299,9 +293,7 @@ pub(crate) fn completions(ctx: &Ctx, body: &Value) -> Reply {
         }
         sse_event(None, &c.to_string())
     };
-    let choice = |text: &str, finish: Value| {
-        json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}])
-    };
+    let choice = |text: &str, finish: Value| json!([{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}]);
     let mk1 = mk.clone();
     let mk2 = mk.clone();
     let events = pieces
@@ -310,11 +302,7 @@ pub(crate) fn completions(ctx: &Ctx, body: &Value) -> Reply {
         .chain(std::iter::once_with(move || {
             mk2(choice("", json!("stop")), None)
         }))
-        .chain(
-            include_usage
-                .then(move || mk(json!([]), Some(usage)))
-                .into_iter(),
-        )
+        .chain(include_usage.then(move || mk(json!([]), Some(usage))))
         .chain(std::iter::once(Bytes::from_static(DONE)));
     Reply::Stream(StreamPlan {
         events: Box::new(events),
@@ -364,8 +352,15 @@ fn embedding_vector(key: &str, dims: usize) -> Vec<f64> {
     let raw: Vec<f64> = (0..dims)
         .map(|_| (next() >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0)
         .collect();
-    let norm = raw.iter().map(|x| x * x).sum::<f64>().sqrt().max(f64::MIN_POSITIVE);
-    raw.iter().map(|x| ((x / norm) * 1e6).round() / 1e6).collect()
+    let norm = raw
+        .iter()
+        .map(|x| x * x)
+        .sum::<f64>()
+        .sqrt()
+        .max(f64::MIN_POSITIVE);
+    raw.iter()
+        .map(|x| ((x / norm) * 1e6).round() / 1e6)
+        .collect()
 }
 
 pub(crate) fn embeddings(ctx: &Ctx, body: &Value) -> Reply {
@@ -388,7 +383,9 @@ pub(crate) fn embeddings(ctx: &Ctx, body: &Value) -> Reply {
         Some(other) => {
             return bad(
                 ctx,
-                &format!("Invalid value for 'encoding_format': '{other}'. Expected 'float' or 'base64'."),
+                &format!(
+                    "Invalid value for 'encoding_format': '{other}'. Expected 'float' or 'base64'."
+                ),
             );
         }
     };
@@ -550,66 +547,68 @@ pub(crate) fn responses(ctx: &Ctx, body: &Value) -> Reply {
             json!({"response": response("in_progress", json!([]), Value::Null)}),
         ),
     ];
-    let (deltas, tail): (Box<dyn Iterator<Item = (&'static str, Value)> + Send>, Vec<_>) =
-        match &plan.output {
-            Output::Text { text, .. } => {
-                head.push((
-                    "response.output_item.added",
-                    json!({"output_index": 0, "item": {
-                        "id": item_id, "type": "message", "status": "in_progress",
-                        "content": [], "role": "assistant"
-                    }}),
-                ));
-                head.push((
-                    "response.content_part.added",
-                    json!({"item_id": item_id, "output_index": 0, "content_index": 0,
+    let (deltas, tail): (
+        Box<dyn Iterator<Item = (&'static str, Value)> + Send>,
+        Vec<_>,
+    ) = match &plan.output {
+        Output::Text { text, .. } => {
+            head.push((
+                "response.output_item.added",
+                json!({"output_index": 0, "item": {
+                    "id": item_id, "type": "message", "status": "in_progress",
+                    "content": [], "role": "assistant"
+                }}),
+            ));
+            head.push((
+                "response.content_part.added",
+                json!({"item_id": item_id, "output_index": 0, "content_index": 0,
                            "part": {"type": "output_text", "annotations": [], "text": ""}}),
-                ));
-                let iid = item_id.clone();
-                let deltas = pieces.into_iter().map(move |p| {
-                    (
-                        "response.output_text.delta",
-                        json!({"item_id": iid, "output_index": 0, "content_index": 0,
+            ));
+            let iid = item_id.clone();
+            let deltas = pieces.into_iter().map(move |p| {
+                (
+                    "response.output_text.delta",
+                    json!({"item_id": iid, "output_index": 0, "content_index": 0,
                                "delta": p, "logprobs": []}),
-                    )
-                });
-                let tail = vec![(
-                    "response.output_text.done",
-                    json!({"item_id": item_id, "output_index": 0, "content_index": 0,
+                )
+            });
+            let tail = vec![(
+                "response.output_text.done",
+                json!({"item_id": item_id, "output_index": 0, "content_index": 0,
                            "text": text, "logprobs": []}),
-                )];
-                (Box::new(deltas), tail)
-            }
-            Output::Tool {
-                name, arguments, ..
-            } => {
-                head.push((
-                    "response.output_item.added",
-                    json!({"output_index": 0, "item": {
-                        "id": item_id, "type": "function_call", "status": "in_progress",
-                        "arguments": "", "call_id": call_id, "name": name
-                    }}),
-                ));
-                let iid = item_id.clone();
-                let deltas = pieces.into_iter().map(move |p| {
-                    (
-                        "response.function_call_arguments.delta",
-                        json!({"item_id": iid, "output_index": 0, "delta": p}),
-                    )
-                });
-                let tail = vec![
-                    (
-                        "response.function_call_arguments.done",
-                        json!({"item_id": item_id, "output_index": 0, "arguments": arguments}),
-                    ),
-                    (
-                        "response.output_item.done",
-                        json!({"output_index": 0, "item": final_item}),
-                    ),
-                ];
-                (Box::new(deltas), tail)
-            }
-        };
+            )];
+            (Box::new(deltas), tail)
+        }
+        Output::Tool {
+            name, arguments, ..
+        } => {
+            head.push((
+                "response.output_item.added",
+                json!({"output_index": 0, "item": {
+                    "id": item_id, "type": "function_call", "status": "in_progress",
+                    "arguments": "", "call_id": call_id, "name": name
+                }}),
+            ));
+            let iid = item_id.clone();
+            let deltas = pieces.into_iter().map(move |p| {
+                (
+                    "response.function_call_arguments.delta",
+                    json!({"item_id": iid, "output_index": 0, "delta": p}),
+                )
+            });
+            let tail = vec![
+                (
+                    "response.function_call_arguments.done",
+                    json!({"item_id": item_id, "output_index": 0, "arguments": arguments}),
+                ),
+                (
+                    "response.output_item.done",
+                    json!({"output_index": 0, "item": final_item}),
+                ),
+            ];
+            (Box::new(deltas), tail)
+        }
+    };
     let error_after = head.len() + 1;
     let completed = std::iter::once_with(move || {
         (

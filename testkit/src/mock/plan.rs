@@ -292,7 +292,12 @@ mod tests {
 
     #[test]
     fn pieces_concatenate_back_and_have_requested_count() {
-        for text in [DEFAULT_ANSWER, "a", "héllo wörld [EMAIL_1] ok", "  lead and trail  "] {
+        for text in [
+            DEFAULT_ANSWER,
+            "a",
+            "héllo wörld [EMAIL_1] ok",
+            "  lead and trail  ",
+        ] {
             for n in 1..20 {
                 let p = split_pieces(text, n);
                 assert_eq!(p.concat(), text, "text {text:?} n {n}");

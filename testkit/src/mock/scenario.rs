@@ -289,7 +289,8 @@ mod tests {
 
     #[test]
     fn scenario_json_is_partial_and_strict() {
-        let s: Scenario = serde_json::from_str(r#"{"chunks":3,"fault":"reset-mid-stream"}"#).unwrap();
+        let s: Scenario =
+            serde_json::from_str(r#"{"chunks":3,"fault":"reset-mid-stream"}"#).unwrap();
         assert_eq!(s.chunks, Some(3));
         assert_eq!(s.fault, Some(Fault::ResetMidStream));
         assert!(serde_json::from_str::<Scenario>(r#"{"chunkz":3}"#).is_err());

@@ -9,8 +9,10 @@ use std::time::Duration;
 use iron_testkit::{MockUpstream, SseEvent, parse_sse};
 use serde_json::Value;
 
-pub const ANTHROPIC_HEADERS: &[(&str, &str)] =
-    &[("x-api-key", "sk-ant-test"), ("anthropic-version", "2023-06-01")];
+pub const ANTHROPIC_HEADERS: &[(&str, &str)] = &[
+    ("x-api-key", "sk-ant-test"),
+    ("anthropic-version", "2023-06-01"),
+];
 
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
