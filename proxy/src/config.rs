@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use iron_core::Money;
 use iron_core::token::PublicKey;
 use iron_core::wire::ProviderKind;
 use serde::Deserialize;
@@ -75,6 +76,10 @@ struct RawConfig {
     #[serde(default)]
     auth: RawAuth,
     #[serde(default)]
+    features: Features,
+    #[serde(default)]
+    budget: RawBudget,
+    #[serde(default)]
     control: Option<RawControl>,
     #[serde(default)]
     projects: Vec<RawProject>,
@@ -105,6 +110,61 @@ impl Default for RawServer {
             h2c: true,
             log_format: "text".into(),
         }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawBudget {
+    lease_usd: String,
+    min_output_tokens: u64,
+    fail_mode: String,
+    fail_open_cap_usd: String,
+    spill_dir: Option<PathBuf>,
+    proxy_id: Option<String>,
+}
+
+impl Default for RawBudget {
+    fn default() -> Self {
+        RawBudget {
+            lease_usd: "0.50".into(),
+            min_output_tokens: 16,
+            fail_mode: "closed".into(),
+            fail_open_cap_usd: "0".into(),
+            spill_dir: None,
+            proxy_id: None,
+        }
+    }
+}
+
+/// Budget enforcement settings (`design.md` §6, §8).
+#[derive(Debug, Clone)]
+pub struct BudgetConfig {
+    /// Size of each lease slice asked from control.
+    pub lease_size: Money,
+    /// Output tokens reserved up front for every request.
+    pub min_output_tokens: u64,
+    /// When control is unreachable and the lease is gone: `None` = fail closed (default),
+    /// `Some(cap)` = keep serving up to `cap` of unleased spend per proxy.
+    pub fail_open_cap: Option<Money>,
+    /// Where undeliverable usage reports are spilled (append-only file).
+    pub spill_dir: Option<PathBuf>,
+    pub proxy_id: String,
+}
+
+/// Switches for the costly stages (all on by default). Turning them off gives the bare
+/// pass-through mode the benchmarks compare against (auth + key swap only).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Features {
+    pub budgets: bool,
+    pub pii: bool,
+    pub metering: bool,
+}
+
+impl Default for Features {
+    fn default() -> Self {
+        Features { budgets: true, pii: true, metering: true }
     }
 }
 
@@ -167,6 +227,9 @@ struct RawProject {
     providers: Vec<String>,
     #[serde(default)]
     allowed_models: Vec<String>,
+    /// Static mode: total budget of the project, e.g. "5.00" (held in memory).
+    #[serde(default)]
+    budget_usd: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -191,6 +254,8 @@ struct RawProvider {
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
     pub server: ServerConfig,
+    pub features: Features,
+    pub budget: BudgetConfig,
     pub upstream: UpstreamConfig,
     pub source: Source,
 }
@@ -252,6 +317,7 @@ pub struct ProjectConfig {
     pub name: String,
     pub providers: Vec<String>,
     pub allowed_models: Vec<String>,
+    pub budget: Option<Money>,
 }
 
 #[derive(Clone)]
@@ -480,16 +546,23 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
                 api_key,
             });
         }
-        let projects = raw
-            .projects
-            .into_iter()
-            .map(|p| ProjectConfig {
+        let mut projects = Vec::with_capacity(raw.projects.len());
+        for (i, p) in raw.projects.into_iter().enumerate() {
+            let budget = match &p.budget_usd {
+                Some(b) => Some(
+                    b.parse::<Money>()
+                        .map_err(|e| invalid(format!("projects[{i}].budget_usd"), e.to_string()))?,
+                ),
+                None => None,
+            };
+            projects.push(ProjectConfig {
                 name: p.name.unwrap_or_else(|| p.id.clone()),
                 id: p.id,
                 providers: p.providers,
                 allowed_models: p.allowed_models,
-            })
-            .collect::<Vec<_>>();
+                budget,
+            });
+        }
         for (i, p) in projects.iter().enumerate() {
             for prv in &p.providers {
                 if !providers.iter().any(|x| &x.id == prv) {
@@ -506,8 +579,28 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
             providers,
         })
     };
+    let b = raw.budget;
+    let money = |path: &str, v: &str| v.parse::<Money>().map_err(|e| invalid(path, e.to_string()));
+    let lease_size = money("budget.lease_usd", &b.lease_usd)?;
+    if lease_size == Money::ZERO {
+        return Err(invalid("budget.lease_usd", "must be greater than 0"));
+    }
+    let fail_open_cap = match b.fail_mode.as_str() {
+        "closed" => None,
+        "open" => Some(money("budget.fail_open_cap_usd", &b.fail_open_cap_usd)?),
+        other => return Err(invalid("budget.fail_mode", format!("`{other}`: expected closed or open"))),
+    };
+    let budget = BudgetConfig {
+        lease_size,
+        min_output_tokens: b.min_output_tokens,
+        fail_open_cap,
+        spill_dir: b.spill_dir,
+        proxy_id: b.proxy_id.unwrap_or_else(|| format!("px_{}", std::process::id())),
+    };
     Ok(ProxyConfig {
         server,
+        features: raw.features,
+        budget,
         upstream,
         source,
     })

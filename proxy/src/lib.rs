@@ -12,11 +12,15 @@ pub mod admin;
 pub mod breaker;
 pub mod client;
 pub mod config;
+pub mod control_api;
 pub mod control_sync;
 pub mod ctx;
+pub mod deltas;
 pub mod error;
+pub mod ledger;
 pub mod metrics;
 pub mod proxy;
+pub mod reporter;
 pub mod stage;
 pub mod state;
 
