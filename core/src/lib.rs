@@ -10,6 +10,7 @@
 //! - [`pii`]: the PII detection and redaction engine (§7).
 
 pub mod error;
+pub mod lease;
 pub mod money;
 pub mod pii;
 pub mod sse;
