@@ -164,7 +164,11 @@ pub struct Features {
 
 impl Default for Features {
     fn default() -> Self {
-        Features { budgets: true, pii: true, metering: true }
+        Features {
+            budgets: true,
+            pii: true,
+            metering: true,
+        }
     }
 }
 
@@ -588,14 +592,21 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
     let fail_open_cap = match b.fail_mode.as_str() {
         "closed" => None,
         "open" => Some(money("budget.fail_open_cap_usd", &b.fail_open_cap_usd)?),
-        other => return Err(invalid("budget.fail_mode", format!("`{other}`: expected closed or open"))),
+        other => {
+            return Err(invalid(
+                "budget.fail_mode",
+                format!("`{other}`: expected closed or open"),
+            ));
+        }
     };
     let budget = BudgetConfig {
         lease_size,
         min_output_tokens: b.min_output_tokens,
         fail_open_cap,
         spill_dir: b.spill_dir,
-        proxy_id: b.proxy_id.unwrap_or_else(|| format!("px_{}", std::process::id())),
+        proxy_id: b
+            .proxy_id
+            .unwrap_or_else(|| format!("px_{}", std::process::id())),
     };
     Ok(ProxyConfig {
         server,

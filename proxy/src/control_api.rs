@@ -23,7 +23,9 @@ pub struct HttpLeases {
 
 impl std::fmt::Debug for HttpLeases {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpLeases").field("url", &self.url).finish_non_exhaustive()
+        f.debug_struct("HttpLeases")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
     }
 }
 
@@ -34,7 +36,11 @@ impl HttpLeases {
             .timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .build()?;
-        Ok(HttpLeases { url: url.trim_end_matches('/').to_owned(), secret, http })
+        Ok(HttpLeases {
+            url: url.trim_end_matches('/').to_owned(),
+            secret,
+            http,
+        })
     }
 
     async fn call<B: Serialize + Sync, T: DeserializeOwned>(
@@ -56,12 +62,16 @@ impl HttpLeases {
             return Err(LeaseError::UnknownLease);
         }
         if status.is_server_error() {
-            return Err(LeaseError::Unreachable(format!("control answered {status}")));
+            return Err(LeaseError::Unreachable(format!(
+                "control answered {status}"
+            )));
         }
         if !status.is_success() {
             return Err(LeaseError::Refused(format!("control answered {status}")));
         }
-        resp.json().await.map_err(|e| LeaseError::Unreachable(e.without_url().to_string()))
+        resp.json()
+            .await
+            .map_err(|e| LeaseError::Unreachable(e.without_url().to_string()))
     }
 }
 
@@ -72,15 +82,23 @@ impl LeaseApi for HttpLeases {
     }
 
     async fn extend(&self, lease_id: &str, req: ExtendRequest) -> Result<LeaseGrant, LeaseError> {
-        self.call(reqwest::Method::POST, &format!("/{lease_id}/extend"), &req).await
+        self.call(reqwest::Method::POST, &format!("/{lease_id}/extend"), &req)
+            .await
     }
 
     async fn report(&self, lease_id: &str, report: LeaseReport) -> Result<ReportAck, LeaseError> {
-        self.call(reqwest::Method::POST, &format!("/{lease_id}/report"), &report).await
+        self.call(
+            reqwest::Method::POST,
+            &format!("/{lease_id}/report"),
+            &report,
+        )
+        .await
     }
 
     async fn release(&self, lease_id: &str, report: LeaseReport) -> Result<(), LeaseError> {
-        let _: serde_json::Value = self.call(reqwest::Method::DELETE, &format!("/{lease_id}"), &report).await?;
+        let _: serde_json::Value = self
+            .call(reqwest::Method::DELETE, &format!("/{lease_id}"), &report)
+            .await?;
         Ok(())
     }
 }

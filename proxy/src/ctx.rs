@@ -2,6 +2,7 @@
 //! stage. No string-keyed extensions, no globals: each stage reads what earlier stages wrote.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -11,9 +12,31 @@ use iron_core::token::IcClaims;
 use crate::stage::route::ApiRoute;
 use crate::state::Deployment;
 
+/// Counts a request as in flight until dropped (graceful shutdown waits for zero).
+#[derive(Debug)]
+pub struct Inflight(Arc<AtomicUsize>);
+
+impl Inflight {
+    pub fn enter(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Inflight(counter.clone())
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Everything Iron knows about one request.
 pub struct RequestCtx {
+    _inflight: Inflight,
     pub started: Instant,
+    /// Money set aside by the budget stage; charged per chunk, settled at the end.
+    pub reservation: Option<crate::ledger::Reservation>,
+    /// The stream was cut off because the budget ran out.
+    pub cut_off: bool,
     /// Set by `route`; decides the error shape.
     pub route: Option<ApiRoute>,
     pub claims: Option<Arc<IcClaims>>,
@@ -33,9 +56,12 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new() -> Self {
+    pub fn new(inflight: Inflight) -> Self {
         RequestCtx {
+            _inflight: inflight,
             started: Instant::now(),
+            reservation: None,
+            cut_off: false,
             route: None,
             claims: None,
             deployments: Vec::new(),
@@ -52,11 +78,5 @@ impl RequestCtx {
 
     pub fn shape(&self) -> WireShape {
         self.route.map_or(WireShape::OpenAi, |r| r.shape())
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
     }
 }

@@ -54,36 +54,91 @@ pub fn find(event: &Value) -> Vec<(Delta, &str)> {
             let c = idx(choice, "index");
             if let Some(delta) = choice.get("delta") {
                 if let Some(t) = delta.get("content").and_then(Value::as_str) {
-                    out.push((Delta { channel: Channel::Content { choice: c }, loc: Loc::ChatContent(ci) }, t));
+                    out.push((
+                        Delta {
+                            channel: Channel::Content { choice: c },
+                            loc: Loc::ChatContent(ci),
+                        },
+                        t,
+                    ));
                 }
                 if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
                     for (ti, call) in calls.iter().enumerate() {
-                        if let Some(a) = call.get("function").and_then(|f| f.get("arguments")).and_then(Value::as_str) {
-                            let channel = Channel::ToolArguments { choice: c, call: idx(call, "index") };
-                            out.push((Delta { channel, loc: Loc::ChatTool(ci, ti) }, a));
+                        if let Some(a) = call
+                            .get("function")
+                            .and_then(|f| f.get("arguments"))
+                            .and_then(Value::as_str)
+                        {
+                            let channel = Channel::ToolArguments {
+                                choice: c,
+                                call: idx(call, "index"),
+                            };
+                            out.push((
+                                Delta {
+                                    channel,
+                                    loc: Loc::ChatTool(ci, ti),
+                                },
+                                a,
+                            ));
                         }
                     }
                 }
             } else if let Some(t) = choice.get("text").and_then(Value::as_str) {
-                out.push((Delta { channel: Channel::Content { choice: c }, loc: Loc::CompletionText(ci) }, t));
+                out.push((
+                    Delta {
+                        channel: Channel::Content { choice: c },
+                        loc: Loc::CompletionText(ci),
+                    },
+                    t,
+                ));
             }
         }
         return out;
     }
     match event.get("type").and_then(Value::as_str) {
-        Some("response.output_text.delta" | "response.function_call_arguments.delta" | "response.refusal.delta") => {
+        Some(
+            "response.output_text.delta"
+            | "response.function_call_arguments.delta"
+            | "response.refusal.delta",
+        ) => {
             if let Some(t) = event.get("delta").and_then(Value::as_str) {
-                let channel = Channel::Output { output: idx(event, "output_index"), content: idx(event, "content_index") };
-                out.push((Delta { channel, loc: Loc::ResponsesDelta }, t));
+                let channel = Channel::Output {
+                    output: idx(event, "output_index"),
+                    content: idx(event, "content_index"),
+                };
+                out.push((
+                    Delta {
+                        channel,
+                        loc: Loc::ResponsesDelta,
+                    },
+                    t,
+                ));
             }
         }
         Some("content_block_delta") => {
-            let channel = Channel::Block { index: idx(event, "index") };
+            let channel = Channel::Block {
+                index: idx(event, "index"),
+            };
             let d = event.get("delta");
             if let Some(t) = d.and_then(|d| d.get("text")).and_then(Value::as_str) {
-                out.push((Delta { channel, loc: Loc::AnthropicText }, t));
-            } else if let Some(t) = d.and_then(|d| d.get("partial_json")).and_then(Value::as_str) {
-                out.push((Delta { channel, loc: Loc::AnthropicJson }, t));
+                out.push((
+                    Delta {
+                        channel,
+                        loc: Loc::AnthropicText,
+                    },
+                    t,
+                ));
+            } else if let Some(t) = d
+                .and_then(|d| d.get("partial_json"))
+                .and_then(Value::as_str)
+            {
+                out.push((
+                    Delta {
+                        channel,
+                        loc: Loc::AnthropicJson,
+                    },
+                    t,
+                ));
             }
         }
         _ => {}
@@ -95,7 +150,9 @@ pub fn find(event: &Value) -> Vec<(Delta, &str)> {
 pub fn set(event: &mut Value, delta: &Delta, text: String) {
     let slot = match delta.loc {
         Loc::ChatContent(ci) => event.pointer_mut(&format!("/choices/{ci}/delta/content")),
-        Loc::ChatTool(ci, ti) => event.pointer_mut(&format!("/choices/{ci}/delta/tool_calls/{ti}/function/arguments")),
+        Loc::ChatTool(ci, ti) => event.pointer_mut(&format!(
+            "/choices/{ci}/delta/tool_calls/{ti}/function/arguments"
+        )),
         Loc::CompletionText(ci) => event.pointer_mut(&format!("/choices/{ci}/text")),
         Loc::ResponsesDelta => event.get_mut("delta"),
         Loc::AnthropicText => event.pointer_mut("/delta/text"),
@@ -117,10 +174,16 @@ mod tests {
         let found = find(&chat);
         assert_eq!(found.len(), 2);
         assert_eq!(found[0].1, "Hel");
-        assert_eq!(found[1].0.channel, Channel::ToolArguments { choice: 0, call: 1 });
+        assert_eq!(
+            found[1].0.channel,
+            Channel::ToolArguments { choice: 0, call: 1 }
+        );
         let d = found[1].0.clone();
         set(&mut chat, &d, "X".into());
-        assert_eq!(chat["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"], "X");
+        assert_eq!(
+            chat["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"],
+            "X"
+        );
 
         let ant = json!({"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"Hi"}});
         assert_eq!(find(&ant)[0].0.channel, Channel::Block { index: 2 });

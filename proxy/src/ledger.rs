@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use iron_core::Money;
-use iron_core::lease::{Denial, ExtendRequest, LeaseGrant, LeaseReport, LeaseRequest, ReportAck, UsageEvent};
+use iron_core::lease::{
+    Denial, ExtendRequest, LeaseGrant, LeaseReport, LeaseRequest, ReportAck, UsageEvent,
+};
 
 /// Errors talking to the lease authority.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -108,7 +110,9 @@ impl Slot {
     /// Takes `amount` from the local slice if it is there (lock-free).
     fn take(&self, amount: u64) -> bool {
         self.available
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| a.checked_sub(amount))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                a.checked_sub(amount)
+            })
             .is_ok()
     }
 
@@ -146,7 +150,9 @@ pub struct Ledger {
 
 impl std::fmt::Debug for Ledger {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("proxy_id", &self.proxy_id).finish_non_exhaustive()
+        f.debug_struct("Ledger")
+            .field("proxy_id", &self.proxy_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -164,14 +170,27 @@ pub struct Reservation {
 
 impl Ledger {
     pub fn new(api: Arc<dyn LeaseApi>, proxy_id: String, cfg: LedgerConfig) -> Arc<Self> {
-        Arc::new(Ledger { api, proxy_id, cfg, slots: RwLock::new(HashMap::new()) })
+        Arc::new(Ledger {
+            api,
+            proxy_id,
+            cfg,
+            slots: RwLock::new(HashMap::new()),
+        })
     }
 
     pub fn slot(&self, token_id: &str, project_id: &str) -> Arc<Slot> {
-        if let Some(s) = self.slots.read().ok().and_then(|m| m.get(token_id).cloned()) {
+        if let Some(s) = self
+            .slots
+            .read()
+            .ok()
+            .and_then(|m| m.get(token_id).cloned())
+        {
             return s;
         }
-        let mut m = self.slots.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut m = self
+            .slots
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         m.entry(token_id.to_owned())
             .or_insert_with(|| {
                 Arc::new(Slot {
@@ -189,11 +208,19 @@ impl Ledger {
     }
 
     pub fn slots(&self) -> Vec<Arc<Slot>> {
-        self.slots.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+        self.slots
+            .read()
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Reserves `estimate` for a request of `token_id`.
-    pub async fn reserve(self: &Arc<Self>, token_id: &str, project_id: &str, estimate: Money) -> Result<Reservation, Refusal> {
+    pub async fn reserve(
+        self: &Arc<Self>,
+        token_id: &str,
+        project_id: &str,
+        estimate: Money,
+    ) -> Result<Reservation, Refusal> {
         let slot = self.slot(token_id, project_id);
         let amount = estimate.micros();
         if !slot.take(amount) {
@@ -203,7 +230,13 @@ impl Ledger {
             }
         }
         self.maybe_extend_in_background(&slot).await;
-        Ok(Reservation { slot, ledger: self.clone(), held: amount, charged: 0, settled: false })
+        Ok(Reservation {
+            slot,
+            ledger: self.clone(),
+            held: amount,
+            charged: 0,
+            settled: false,
+        })
     }
 
     /// Gets at least `need` more into the slot from control (awaits; one caller at a time).
@@ -246,7 +279,12 @@ impl Ledger {
         self.apply_grant(slot, &mut lease, grant)
     }
 
-    fn apply_grant(&self, slot: &Slot, lease: &mut Option<LeaseState>, grant: LeaseGrant) -> Result<(), Refusal> {
+    fn apply_grant(
+        &self,
+        slot: &Slot,
+        lease: &mut Option<LeaseState>,
+        grant: LeaseGrant,
+    ) -> Result<(), Refusal> {
         if let Some(denial) = grant.denied {
             let r = match denial {
                 Denial::TokenRevoked => Refusal::TokenRevoked,
@@ -264,7 +302,13 @@ impl Ledger {
                 l.last_grant = g;
             }
             _ => {
-                *lease = Some(LeaseState { id: grant.lease_id, granted_total: g, last_grant: g, seq: 0, reported: 0 });
+                *lease = Some(LeaseState {
+                    id: grant.lease_id,
+                    granted_total: g,
+                    last_grant: g,
+                    seq: 0,
+                    reported: 0,
+                });
                 slot.spent.store(0, Ordering::Release);
             }
         }
@@ -296,14 +340,25 @@ impl Ledger {
     pub async fn take_report(&self, slot: &Slot) -> Option<(String, LeaseReport)> {
         let mut lease = slot.lease.lock().await;
         let l = lease.as_mut()?;
-        let events = slot.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
+        let events = slot
+            .events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default();
         let spent = slot.spent.load(Ordering::Acquire);
         if events.is_empty() && spent == l.reported {
             return None;
         }
         l.seq += 1;
         l.reported = spent;
-        Some((l.id.clone(), LeaseReport { seq: l.seq, spent: Money(spent), events }))
+        Some((
+            l.id.clone(),
+            LeaseReport {
+                seq: l.seq,
+                spent: Money(spent),
+                events,
+            },
+        ))
     }
 
     /// Applies control's answer to a report.
@@ -317,7 +372,9 @@ impl Ledger {
     pub async fn release_all(&self) -> Vec<(String, LeaseReport)> {
         let mut unsent = Vec::new();
         for slot in self.slots() {
-            let Some((id, report)) = self.final_report(&slot).await else { continue };
+            let Some((id, report)) = self.final_report(&slot).await else {
+                continue;
+            };
             if self.api.release(&id, report.clone()).await.is_err() {
                 unsent.push((id, report));
             }
@@ -328,9 +385,20 @@ impl Ledger {
     async fn final_report(&self, slot: &Slot) -> Option<(String, LeaseReport)> {
         let mut lease = slot.lease.lock().await;
         let l = lease.take()?;
-        let events = slot.events.lock().map(|mut e| std::mem::take(&mut *e)).unwrap_or_default();
+        let events = slot
+            .events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default();
         slot.available.store(0, Ordering::Release);
-        Some((l.id, LeaseReport { seq: l.seq + 1, spent: Money(slot.spent.load(Ordering::Acquire)), events }))
+        Some((
+            l.id,
+            LeaseReport {
+                seq: l.seq + 1,
+                spent: Money(slot.spent.load(Ordering::Acquire)),
+                events,
+            },
+        ))
     }
 
     pub fn api(&self) -> &Arc<dyn LeaseApi> {
@@ -387,7 +455,9 @@ impl Reservation {
             let _ = self
                 .slot
                 .available
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| Some(a.saturating_sub(extra)));
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |a| {
+                    Some(a.saturating_sub(extra))
+                });
         }
         self.slot.spent.fetch_add(cost, Ordering::AcqRel);
         if let Some(e) = event
@@ -435,18 +505,30 @@ impl LocalLeases {
     /// Registers which project a token belongs to (the proxy knows it from the claims).
     pub fn bind_token(&self, token_id: &str, project_id: &str) {
         if let Ok(mut t) = self.tokens.lock() {
-            t.entry(token_id.to_owned()).or_insert_with(|| project_id.to_owned());
+            t.entry(token_id.to_owned())
+                .or_insert_with(|| project_id.to_owned());
         }
     }
 
     /// Total settled spend of a project.
     pub fn spent(&self, project_id: &str) -> Money {
-        let leases = self.leases.lock().map(|l| l.values().filter(|(p, _, _)| p == project_id).map(|(_, _, s)| *s).sum()).unwrap_or(0);
+        let leases = self
+            .leases
+            .lock()
+            .map(|l| {
+                l.values()
+                    .filter(|(p, _, _)| p == project_id)
+                    .map(|(_, _, s)| *s)
+                    .sum()
+            })
+            .unwrap_or(0);
         Money(leases)
     }
 
     fn grant(&self, project: &str, requested: u64) -> u64 {
-        let Ok(mut b) = self.budgets.lock() else { return 0 };
+        let Ok(mut b) = self.budgets.lock() else {
+            return 0;
+        };
         match b.get_mut(project) {
             // No budget configured: unlimited.
             None => requested,
@@ -459,8 +541,12 @@ impl LocalLeases {
     }
 
     fn adjust(&self, lease_id: &str, spent: u64, release: bool) {
-        let Ok(mut leases) = self.leases.lock() else { return };
-        let Some((project, granted, reported)) = leases.get_mut(lease_id) else { return };
+        let Ok(mut leases) = self.leases.lock() else {
+            return;
+        };
+        let Some((project, granted, reported)) = leases.get_mut(lease_id) else {
+            return;
+        };
         *reported = spent;
         if release
             && let Ok(mut b) = self.budgets.lock()
@@ -476,7 +562,12 @@ impl LocalLeases {
 #[async_trait]
 impl LeaseApi for LocalLeases {
     async fn acquire(&self, req: LeaseRequest) -> Result<LeaseGrant, LeaseError> {
-        let project = self.tokens.lock().ok().and_then(|t| t.get(&req.token_id).cloned()).ok_or(LeaseError::UnknownLease)?;
+        let project = self
+            .tokens
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&req.token_id).cloned())
+            .ok_or(LeaseError::UnknownLease)?;
         let g = self.grant(&project, req.requested.micros());
         let id = format!("lse_{}", ulid_like());
         if let Ok(mut l) = self.leases.lock() {
@@ -492,7 +583,12 @@ impl LeaseApi for LocalLeases {
     }
 
     async fn extend(&self, lease_id: &str, req: ExtendRequest) -> Result<LeaseGrant, LeaseError> {
-        let project = self.leases.lock().ok().and_then(|l| l.get(lease_id).map(|x| x.0.clone())).ok_or(LeaseError::UnknownLease)?;
+        let project = self
+            .leases
+            .lock()
+            .ok()
+            .and_then(|l| l.get(lease_id).map(|x| x.0.clone()))
+            .ok_or(LeaseError::UnknownLease)?;
         let g = self.grant(&project, req.requested.micros());
         if let Ok(mut l) = self.leases.lock()
             && let Some(x) = l.get_mut(lease_id)
@@ -513,7 +609,11 @@ impl LeaseApi for LocalLeases {
         if let Ok(mut e) = self.events.lock() {
             e.extend(report.events);
         }
-        Ok(ReportAck { lease_remaining: Money::ZERO, budget_remaining: Money::ZERO, revoked: false })
+        Ok(ReportAck {
+            lease_remaining: Money::ZERO,
+            budget_remaining: Money::ZERO,
+            revoked: false,
+        })
     }
 
     async fn release(&self, lease_id: &str, report: LeaseReport) -> Result<(), LeaseError> {
@@ -526,7 +626,11 @@ impl LeaseApi for LocalLeases {
 }
 
 fn ulid_like() -> String {
-    format!("{:x}{:08x}", iron_core::token::unix_now(), rand::random::<u32>())
+    format!(
+        "{:x}{:08x}",
+        iron_core::token::unix_now(),
+        rand::random::<u32>()
+    )
 }
 
 #[cfg(test)]
@@ -536,7 +640,10 @@ mod tests {
     fn ledger(budget: u64, lease: u64) -> (Arc<Ledger>, Arc<LocalLeases>) {
         let local = Arc::new(LocalLeases::new([("p".to_owned(), Money(budget))]));
         local.bind_token("t", "p");
-        let cfg = LedgerConfig { lease_size: Money(lease), ..Default::default() };
+        let cfg = LedgerConfig {
+            lease_size: Money(lease),
+            ..Default::default()
+        };
         (Ledger::new(local.clone(), "px".into(), cfg), local)
     }
 
@@ -546,7 +653,10 @@ mod tests {
         let r1 = l.reserve("t", "p", Money(300)).await.unwrap();
         let r2 = l.reserve("t", "p", Money(300)).await.unwrap();
         let r3 = l.reserve("t", "p", Money(300)).await.unwrap();
-        assert_eq!(l.reserve("t", "p", Money(300)).await.err(), Some(Refusal::BudgetExceeded));
+        assert_eq!(
+            l.reserve("t", "p", Money(300)).await.err(),
+            Some(Refusal::BudgetExceeded)
+        );
         r1.settle(Money(100), None);
         r2.settle(Money(100), None);
         drop(r3);
@@ -566,7 +676,10 @@ mod tests {
             paid += 30;
             assert!(paid <= 1_000);
         }
-        assert_eq!(paid, 990, "charged chunk by chunk until the next one could not be paid");
+        assert_eq!(
+            paid, 990,
+            "charged chunk by chunk until the next one could not be paid"
+        );
         r.settle(Money(990), None);
         assert_eq!(l.slot("t", "p").spent(), Money(990));
     }
@@ -601,12 +714,18 @@ mod tests {
             cut_off: false,
             at_ms: 0,
         };
-        l.reserve("t", "p", Money(10)).await.unwrap().settle(Money(10), Some(ev(1)));
+        l.reserve("t", "p", Money(10))
+            .await
+            .unwrap()
+            .settle(Money(10), Some(ev(1)));
         let (id, rep) = l.take_report(&slot).await.unwrap();
         assert_eq!((rep.seq, rep.spent, rep.events.len()), (1, Money(10), 1));
         local.report(&id, rep).await.unwrap();
         assert!(l.take_report(&slot).await.is_none(), "nothing new");
-        l.reserve("t", "p", Money(10)).await.unwrap().settle(Money(20), Some(ev(2)));
+        l.reserve("t", "p", Money(10))
+            .await
+            .unwrap()
+            .settle(Money(20), Some(ev(2)));
         let (_, rep) = l.take_report(&slot).await.unwrap();
         assert_eq!((rep.seq, rep.spent), (2, Money(30)));
     }

@@ -53,7 +53,14 @@ pub struct ControlModeOptions {
 }
 
 /// Builds the shared state and the pingora server (not yet running).
-pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>)> {
+///
+/// With `exit_on_drain`, the process exits as soon as a graceful shutdown has drained every
+/// request and returned every lease (instead of sleeping out pingora's whole grace period);
+/// only the binary sets it.
+pub fn build_server(
+    config: &ProxyConfig,
+    exit_on_drain: bool,
+) -> anyhow::Result<(Server, Arc<Shared>)> {
     let (routing, ready) = match &config.source {
         Source::Static(s) => (Routing::from_static(s).map_err(anyhow::Error::msg)?, true),
         // Empty until the first snapshot arrives; /readyz says so and agents get 503.
@@ -64,11 +71,45 @@ pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>
         first_byte: config.upstream.first_byte_timeout,
         idle: config.upstream.idle_timeout,
     };
+    let (api, local_leases): (Arc<dyn ledger::LeaseApi>, _) = match &config.source {
+        Source::Static(s) => {
+            let local = Arc::new(ledger::LocalLeases::new(
+                s.projects
+                    .iter()
+                    .filter_map(|p| p.budget.map(|b| (p.id.clone(), b))),
+            ));
+            (local.clone(), Some(local))
+        }
+        Source::Control(c) => (
+            Arc::new(
+                control_api::HttpLeases::new(&c.url, c.proxy_secret.clone())
+                    .context("control client")?,
+            ),
+            None,
+        ),
+    };
+    let ledger_cfg = ledger::LedgerConfig {
+        lease_size: config.budget.lease_size,
+        ..Default::default()
+    };
+    let ledger = ledger::Ledger::new(api, config.budget.proxy_id.clone(), ledger_cfg);
+    let spill = match &config.budget.spill_dir {
+        Some(dir) => Some(
+            reporter::Spill::new(dir).with_context(|| format!("spill_dir {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let shared = Arc::new(Shared {
         routing: ArcSwap::from_pointee(routing),
         ready: AtomicBool::new(ready),
         net: Net::new(timeouts, config.upstream.pool_idle),
         breakers: breaker::Breakers::new(config.upstream.breaker),
+        ledger: ledger.clone(),
+        local_leases,
+        inflight: inflight.clone(),
+        features: config.features,
+        budget: config.budget.clone(),
         server: config.server.clone(),
         metrics: metrics::Metrics::new().context("metrics registry")?,
     });
@@ -112,6 +153,16 @@ pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>
     admin.add_tcp(&config.server.admin_listen.to_string());
     server.add_service(proxy);
     server.add_service(admin);
+    server.add_service(pingora_core::services::background::background_service(
+        "iron-usage-reporter",
+        reporter::Reporter {
+            ledger,
+            spill,
+            inflight,
+            grace: config.server.shutdown_grace,
+            exit_when_done: exit_on_drain,
+        },
+    ));
     if let Source::Control(source) = &config.source {
         let sync =
             control_sync::ControlSync::new(shared.clone(), source).context("control client")?;
@@ -125,7 +176,7 @@ pub fn build_server(config: &ProxyConfig) -> anyhow::Result<(Server, Arc<Shared>
 
 /// Blocks until SIGTERM/SIGINT (SIGQUIT: graceful upgrade).
 pub fn run(config: &ProxyConfig) -> anyhow::Result<()> {
-    let (server, _shared) = build_server(config)?;
+    let (server, _shared) = build_server(config, true)?;
     server.run(RunArgs::default());
     Ok(())
 }
@@ -188,7 +239,7 @@ impl Drop for ProxyHandle {
 
 /// Starts the proxy on a background thread; returns once the listeners are bound.
 pub fn start(config: &ProxyConfig) -> anyhow::Result<ProxyHandle> {
-    let (server, shared) = build_server(config)?;
+    let (server, shared) = build_server(config, false)?;
     let (stop, rx) = tokio::sync::watch::channel(false);
     let thread = std::thread::Builder::new()
         .name("iron-proxy".into())

@@ -34,6 +34,13 @@ pub struct Shared {
     pub ready: AtomicBool,
     pub net: Net,
     pub breakers: crate::breaker::Breakers,
+    pub ledger: Arc<crate::ledger::Ledger>,
+    /// Static mode's in-process budgets (None in control mode).
+    pub local_leases: Option<Arc<crate::ledger::LocalLeases>>,
+    /// Requests being served (graceful shutdown waits for zero).
+    pub inflight: Arc<std::sync::atomic::AtomicUsize>,
+    pub features: crate::config::Features,
+    pub budget: crate::config::BudgetConfig,
     pub server: ServerConfig,
     pub metrics: Metrics,
 }
@@ -213,7 +220,7 @@ impl ProxyHttp for IronProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        RequestCtx::new(crate::ctx::Inflight::enter(&self.shared.inflight))
     }
 
     async fn request_filter(

@@ -44,7 +44,9 @@ pub struct Spill {
 impl Spill {
     pub fn new(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
-        Ok(Spill { path: dir.join("usage-spill.jsonl") })
+        Ok(Spill {
+            path: dir.join("usage-spill.jsonl"),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -52,7 +54,10 @@ impl Spill {
     }
 
     fn append(&self, entries: &[SpillEntry]) -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&self.path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         let mut buf = Vec::new();
         for e in entries {
             serde_json::to_writer(&mut buf, e).map_err(std::io::Error::other)?;
@@ -105,18 +110,24 @@ pub struct Reporter {
     pub spill: Option<Spill>,
     pub inflight: Arc<AtomicUsize>,
     pub grace: Duration,
+    /// Exit the process once `finish` is done (the binary; never in-process embedders).
+    pub exit_when_done: bool,
 }
 
 impl std::fmt::Debug for Reporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reporter").field("spill", &self.spill).finish_non_exhaustive()
+        f.debug_struct("Reporter")
+            .field("spill", &self.spill)
+            .finish_non_exhaustive()
     }
 }
 
 impl Reporter {
     /// Replays the spill file in order; returns true when it is empty afterwards.
     async fn replay(&self) -> bool {
-        let Some(spill) = &self.spill else { return true };
+        let Some(spill) = &self.spill else {
+            return true;
+        };
         let entries = match spill.read() {
             Ok(e) => e,
             Err(e) => {
@@ -144,7 +155,11 @@ impl Reporter {
             if let Err(e) = spill.rewrite(&entries[sent..]) {
                 tracing::error!(error = %e, "cannot rewrite the usage spill file");
             }
-            tracing::info!(replayed = sent, left = entries.len() - sent, "replayed spilled usage reports");
+            tracing::info!(
+                replayed = sent,
+                left = entries.len() - sent,
+                "replayed spilled usage reports"
+            );
         }
         sent == entries.len()
     }
@@ -159,7 +174,10 @@ impl Reporter {
                     tracing::error!(error = %e, lost = entries.len(), "cannot spill usage reports");
                 }
             }
-            None => tracing::error!(lost = entries.len(), "usage reports undeliverable and no spill_dir configured"),
+            None => tracing::error!(
+                lost = entries.len(),
+                "usage reports undeliverable and no spill_dir configured"
+            ),
         }
     }
 
@@ -168,14 +186,24 @@ impl Reporter {
         let drained = self.replay().await;
         let mut failed = Vec::new();
         for slot in self.ledger.slots() {
-            let Some((lease_id, report)) = self.ledger.take_report(&slot).await else { continue };
+            let Some((lease_id, report)) = self.ledger.take_report(&slot).await else {
+                continue;
+            };
             if !drained || !failed.is_empty() {
-                failed.push(SpillEntry { lease_id, release: false, report });
+                failed.push(SpillEntry {
+                    lease_id,
+                    release: false,
+                    report,
+                });
                 continue;
             }
             match self.ledger.api().report(&lease_id, report.clone()).await {
                 Ok(ack) => self.ledger.apply_ack(&slot, &ack),
-                Err(_) => failed.push(SpillEntry { lease_id, release: false, report }),
+                Err(_) => failed.push(SpillEntry {
+                    lease_id,
+                    release: false,
+                    report,
+                }),
             }
         }
         self.spill_or_log(failed);
@@ -190,13 +218,26 @@ impl Reporter {
         let drained = self.replay().await;
         if drained {
             let unsent = self.ledger.release_all().await;
-            self.spill_or_log(unsent.into_iter().map(|(lease_id, report)| SpillEntry { lease_id, release: true, report }).collect());
+            self.spill_or_log(
+                unsent
+                    .into_iter()
+                    .map(|(lease_id, report)| SpillEntry {
+                        lease_id,
+                        release: true,
+                        report,
+                    })
+                    .collect(),
+            );
         } else {
             // Keep order: everything goes behind what is already spilled.
             let mut all = Vec::new();
             for slot in self.ledger.slots() {
                 if let Some((lease_id, report)) = self.ledger.take_report(&slot).await {
-                    all.push(SpillEntry { lease_id, release: false, report });
+                    all.push(SpillEntry {
+                        lease_id,
+                        release: false,
+                        report,
+                    });
                 }
             }
             self.spill_or_log(all);
@@ -212,6 +253,10 @@ impl BackgroundService for Reporter {
                 _ = tokio::time::sleep(INTERVAL) => self.round().await,
                 _ = shutdown.changed() => {
                     self.finish().await;
+                    if self.exit_when_done {
+                        tracing::info!("drained: every request finished and every lease returned; exiting");
+                        std::process::exit(0);
+                    }
                     return;
                 }
             }
