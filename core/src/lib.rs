@@ -11,8 +11,10 @@
 
 pub mod error;
 pub mod lease;
+pub mod meter;
 pub mod money;
 pub mod pii;
+pub mod pricing;
 pub mod sse;
 pub mod token;
 pub mod transit;

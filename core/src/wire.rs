@@ -104,6 +104,9 @@ pub struct ProjectSpec {
     /// Glob patterns of allowed models; empty = all.
     #[serde(default)]
     pub allowed_models: Vec<String>,
+    /// PII policy; `None` = the default (redact every type both ways, reversibly).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pii: Option<crate::pii::PiiPolicy>,
 }
 
 /// Everything a proxy needs from control, served at `GET /internal/v1/snapshot`.

@@ -234,6 +234,9 @@ struct RawProject {
     /// Static mode: total budget of the project, e.g. "5.00" (held in memory).
     #[serde(default)]
     budget_usd: Option<String>,
+    /// PII policy, e.g. `pii = { request = { EMAIL = "block" }, reversible = true }`.
+    #[serde(default)]
+    pii: iron_core::pii::PiiPolicy,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,6 +325,7 @@ pub struct ProjectConfig {
     pub providers: Vec<String>,
     pub allowed_models: Vec<String>,
     pub budget: Option<Money>,
+    pub pii: iron_core::pii::PiiPolicy,
 }
 
 #[derive(Clone)]
@@ -565,6 +569,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
                 providers: p.providers,
                 allowed_models: p.allowed_models,
                 budget,
+                pii: p.pii,
             });
         }
         for (i, p) in projects.iter().enumerate() {

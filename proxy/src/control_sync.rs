@@ -101,6 +101,7 @@ impl ControlSync {
                 name: p.name,
                 providers: p.providers,
                 allowed_models: p.allowed_models,
+                pii: Arc::new(p.pii.unwrap_or_default()),
             })
             .collect();
         let revoked: HashSet<String> = snap.revoked.into_iter().collect();

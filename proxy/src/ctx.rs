@@ -37,6 +37,11 @@ pub struct RequestCtx {
     pub reservation: Option<crate::ledger::Reservation>,
     /// The stream was cut off because the budget ran out.
     pub cut_off: bool,
+    /// The project's PII policy and this request's placeholders (reversible redaction).
+    pub pii: Option<(Arc<iron_core::pii::PiiPolicy>, Arc<iron_core::pii::Vault>)>,
+    /// PII found in this request and its answer (counts only, never values).
+    pub detections: iron_core::pii::Detections,
+    pub project: Option<Arc<crate::state::Project>>,
     /// Set by `route`; decides the error shape.
     pub route: Option<ApiRoute>,
     pub claims: Option<Arc<IcClaims>>,
@@ -62,6 +67,9 @@ impl RequestCtx {
             started: Instant::now(),
             reservation: None,
             cut_off: false,
+            pii: None,
+            detections: iron_core::pii::Detections::new(),
+            project: None,
             route: None,
             claims: None,
             deployments: Vec::new(),

@@ -25,6 +25,7 @@ pub struct Metrics {
     pub ttfb: HistogramVec,
     pub retries: IntCounterVec,
     pub breaker_state: IntGaugeVec,
+    pub pii: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -85,6 +86,14 @@ impl Metrics {
             ),
             &["deployment"],
         )?;
+        let pii = IntCounterVec::new(
+            Opts::new(
+                "iron_proxy_pii_detections_total",
+                "PII found, by type, direction and action taken (never values)",
+            ),
+            &["type", "direction", "action"],
+        )?;
+        registry.register(Box::new(pii.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(stages.clone()))?;
@@ -105,6 +114,7 @@ impl Metrics {
             ttfb,
             retries,
             breaker_state,
+            pii,
         })
     }
 

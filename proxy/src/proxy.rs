@@ -132,11 +132,11 @@ impl IronProxy {
         stage::budget::admit(ctx)?;
 
         shared.metrics.stage(Stage::Redact);
-        stage::redact::redact(ctx)?;
+        let redacted = shared.features.pii && stage::redact::redact(ctx, &project.pii, &mut body)?;
 
         shared.metrics.stage(Stage::Rewrite);
         ctx.client_wants_usage = body.include_usage;
-        let changed = stage::rewrite::force_include_usage(route, &mut body);
+        let changed = stage::rewrite::force_include_usage(route, &mut body) | redacted;
         let up_body = stage::rewrite::upstream_body(&body, changed)?;
         let req = session.req_header();
         let body_len = up_body.len();
@@ -318,6 +318,11 @@ impl ProxyHttp for IronProxy {
         m.requests
             .with_label_values(&[route, provider, model, code])
             .inc();
+        for (kind, dir, action, n) in ctx.detections.iter() {
+            m.pii
+                .with_label_values(&[kind.as_str(), dir.as_str(), action.as_str()])
+                .inc_by(n);
+        }
         let total = ctx.started.elapsed();
         m.duration
             .with_label_values(&[route])

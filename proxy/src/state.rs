@@ -89,6 +89,7 @@ pub struct Project {
     pub name: String,
     pub providers: Vec<String>,
     pub allowed_models: Vec<String>,
+    pub pii: Arc<iron_core::pii::PiiPolicy>,
 }
 
 impl Project {
@@ -108,6 +109,7 @@ impl From<&ProjectConfig> for Project {
             name: p.name.clone(),
             providers: p.providers.clone(),
             allowed_models: p.allowed_models.clone(),
+            pii: Arc::new(p.pii.clone()),
         }
     }
 }

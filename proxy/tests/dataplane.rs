@@ -397,7 +397,7 @@ async fn answers_equal_direct_and_stages_run() {
         .unwrap();
     assert_eq!(via["choices"], direct["choices"]);
     assert_eq!(via["usage"], direct["usage"]);
-    let m = h.metrics().await;
+    let m = h.wait_metric("iron_proxy_requests_total{code=\"ok\",model=\"gpt-4o-mini\",provider=\"mock-openai\",route=\"chat_completions\"}", 1.0).await;
     for stage in [
         "auth", "route", "read", "budget", "redact", "rewrite", "upstream", "stream", "settle",
     ] {

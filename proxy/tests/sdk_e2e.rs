@@ -113,10 +113,22 @@ api_key_file = "{keyfile}"
         String::from_utf8_lossy(&out.stderr),
         proxy.output()
     );
-    // Through the proxy, the mock only ever saw provider keys.
+    // Through the proxy, the mock only ever saw provider keys, and never the PII values.
     for r in mock.requests() {
         let seen = format!("{:?}", r.headers);
         assert!(!seen.contains(&token));
+        for value in [
+            "jane.doe@example.com",
+            "4111 1111 1111 1111",
+            "536-22-8751",
+            "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z",
+        ] {
+            assert!(
+                !r.body_text().contains(value),
+                "PII reached the provider on {}",
+                r.path
+            );
+        }
         assert!(
             seen.contains(OPENAI_KEY) || seen.contains(ANTHROPIC_KEY),
             "{}: {seen}",

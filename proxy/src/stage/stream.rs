@@ -18,7 +18,13 @@ use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use iron_core::pii::{Detections, PiiPolicy, StreamRedactor, Vault, restore_response_json};
+
 use crate::ctx::RequestCtx;
+use crate::deltas::{Channel, Delta};
 use crate::error::ProxyError;
 use crate::stage::settle::Usage;
 use crate::stage::upstream::Exchange;
@@ -103,48 +109,258 @@ fn mid_stream_error(e: &pingora_error::Error, dep: &Deployment) -> ProxyError {
     }
 }
 
-/// Per-stream state of the event transform.
-struct EventFilter {
-    hide_usage: bool,
-    usage: Option<Usage>,
+/// Response-side PII state of one stream: one redactor per text channel, plus the last
+/// event of each channel as a template for the event that flushes its held-back tail.
+struct StreamPii {
+    policy: Arc<PiiPolicy>,
+    vault: Arc<Vault>,
+    channels: BTreeMap<Channel, (StreamRedactor, Option<String>, Value, Delta)>,
 }
 
-impl EventFilter {
+/// Per-stream state of the event transform.
+struct EventPipeline {
+    hide_usage: bool,
+    usage: Option<Usage>,
+    pii: Option<StreamPii>,
+}
+
+/// What one event yields besides its bytes.
+#[derive(Default)]
+struct EventResult {
+    /// Generated text carried by the event (before redaction), for metering.
+    text: String,
+}
+
+impl EventPipeline {
+    fn new(hide_usage: bool, pii: Option<(Arc<PiiPolicy>, Arc<Vault>)>) -> Self {
+        EventPipeline {
+            hide_usage,
+            usage: None,
+            pii: pii.map(|(policy, vault)| StreamPii {
+                policy,
+                vault,
+                channels: BTreeMap::new(),
+            }),
+        }
+    }
+
     /// Appends the event (possibly changed) to `out`, or drops it.
-    fn apply(&mut self, ev: &SseEvent, out: &mut BytesMut) {
+    fn apply(
+        &mut self,
+        ev: &SseEvent,
+        out: &mut BytesMut,
+        det: &mut Detections,
+    ) -> Result<EventResult, ProxyError> {
         let data = &ev.data[..];
-        if memchr::memmem::find(data, b"\"usage\"").is_none() {
+        let is_json = data.first() == Some(&b'{');
+        let has_usage = memchr::memmem::find(data, b"\"usage\"").is_some();
+        if !is_json || (self.pii.is_none() && !has_usage && !self.needs_text()) {
+            if !is_json && data == b"[DONE]" {
+                self.flush(None, out, det)?;
+            }
             out.extend_from_slice(&ev.raw);
-            return;
+            return Ok(EventResult::default());
         }
-        let Ok(json) = serde_json::from_slice::<Value>(data) else {
+        let Ok(mut json) = serde_json::from_slice::<Value>(data) else {
             out.extend_from_slice(&ev.raw);
-            return;
+            return Ok(EventResult::default());
         };
-        Usage::accumulate_event(&mut self.usage, &json);
-        if !self.hide_usage {
+        let mut changed = false;
+        if has_usage {
+            Usage::accumulate_event(&mut self.usage, &json);
+            if self.hide_usage {
+                // The usage chunk Iron forced (`choices: []` + usage) is dropped; the
+                // `"usage": null` it caused on other chunks is removed.
+                let is_usage_chunk = json
+                    .get("choices")
+                    .and_then(Value::as_array)
+                    .is_some_and(Vec::is_empty)
+                    && json.get("usage").is_some_and(|u| !u.is_null());
+                if is_usage_chunk {
+                    return Ok(EventResult::default());
+                }
+                if let Some(obj) = json.as_object_mut()
+                    && obj.get("usage").is_some_and(Value::is_null)
+                {
+                    obj.remove("usage");
+                    changed = true;
+                }
+            }
+        }
+        let mut result = EventResult::default();
+        let found: Vec<(Delta, String)> = crate::deltas::find(&json)
+            .into_iter()
+            .map(|(d, t)| (d, t.to_owned()))
+            .collect();
+        for (_, t) in &found {
+            result.text.push_str(t);
+        }
+        // Channels that end with this event flush their held-back text first.
+        let ending = ending_channels(&json);
+        if !ending.is_empty() {
+            self.flush(Some(&ending), out, det)?;
+        }
+        if let Some(pii) = self.pii.as_mut() {
+            for (delta, text) in found {
+                let entry = pii
+                    .channels
+                    .entry(delta.channel.clone())
+                    .or_insert_with(|| {
+                        (
+                            StreamRedactor::new(pii.policy.clone(), pii.vault.clone()),
+                            ev.event_name().map(str::to_owned),
+                            Value::Null,
+                            delta.clone(),
+                        )
+                    });
+                let mut emitted = String::new();
+                entry
+                    .0
+                    .push(&text, &mut emitted, det)
+                    .map_err(|b| ProxyError::new(ErrorCode::PiiBlocked, b.to_string()))?;
+                if emitted != text {
+                    crate::deltas::set(&mut json, &delta, emitted);
+                    changed = true;
+                }
+                entry.2 = json.clone();
+                entry.3 = delta;
+            }
+            changed |= restore_full_texts(&mut json, pii, det)?;
+        }
+        if changed {
+            let bytes = serde_json::to_vec(&json).unwrap_or_default();
+            encode_event_into(out, ev.event_name(), &bytes);
+        } else {
             out.extend_from_slice(&ev.raw);
-            return;
         }
-        // The usage chunk Iron forced: `choices: []` with a usage object. Dropped.
-        let is_usage_chunk = json
-            .get("choices")
-            .and_then(Value::as_array)
-            .is_some_and(Vec::is_empty)
-            && json.get("usage").is_some_and(|u| !u.is_null());
-        if is_usage_chunk {
-            return;
+        if is_final_event(&json) {
+            self.flush(None, out, det)?;
         }
-        // Other chunks carry `"usage":null` only because Iron asked for usage: remove it.
-        let name = ev.event_name();
-        let mut cleaned = Vec::with_capacity(data.len());
-        let mut rest = data;
-        while let Some(i) = memchr::memmem::find(rest, b",\"usage\":null") {
-            cleaned.extend_from_slice(&rest[..i]);
-            rest = &rest[i + b",\"usage\":null".len()..];
+        Ok(result)
+    }
+
+    fn needs_text(&self) -> bool {
+        false
+    }
+
+    /// Emits what the redactors of `channels` (all when `None`) still hold, each as one
+    /// synthesized delta event shaped like the channel's last event.
+    fn flush(
+        &mut self,
+        channels: Option<&[Channel]>,
+        out: &mut BytesMut,
+        det: &mut Detections,
+    ) -> Result<(), ProxyError> {
+        let Some(pii) = self.pii.as_mut() else {
+            return Ok(());
+        };
+        let keys: Vec<Channel> = match channels {
+            Some(c) => c
+                .iter()
+                .filter(|k| pii.channels.contains_key(k))
+                .cloned()
+                .collect(),
+            None => pii.channels.keys().cloned().collect(),
+        };
+        for key in keys {
+            let Some((mut redactor, name, mut template, delta)) = pii.channels.remove(&key) else {
+                continue;
+            };
+            let mut tail = String::new();
+            redactor
+                .finish(&mut tail, det)
+                .map_err(|b| ProxyError::new(ErrorCode::PiiBlocked, b.to_string()))?;
+            if tail.is_empty() || template.is_null() {
+                continue;
+            }
+            crate::deltas::set(&mut template, &delta, tail);
+            let bytes = serde_json::to_vec(&template).unwrap_or_default();
+            encode_event_into(out, name.as_deref(), &bytes);
         }
-        cleaned.extend_from_slice(rest);
-        encode_event_into(out, name, &cleaned);
+        Ok(())
+    }
+}
+
+/// Channels that end with `event`: an OpenAI choice with a `finish_reason`, an Anthropic
+/// `content_block_stop`, a Responses `*.done` event.
+fn ending_channels(event: &Value) -> Vec<Channel> {
+    let mut out = Vec::new();
+    if let Some(choices) = event.get("choices").and_then(Value::as_array) {
+        for c in choices {
+            if c.get("finish_reason").is_some_and(|f| !f.is_null()) {
+                let choice = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+                out.push(Channel::Content { choice });
+                for call in 0..64 {
+                    out.push(Channel::ToolArguments { choice, call });
+                }
+            }
+        }
+        return out;
+    }
+    let idx = |k: &str| event.get(k).and_then(Value::as_u64).unwrap_or(0);
+    match event.get("type").and_then(Value::as_str) {
+        Some("content_block_stop") => out.push(Channel::Block {
+            index: idx("index"),
+        }),
+        Some(
+            "response.output_text.done"
+            | "response.function_call_arguments.done"
+            | "response.refusal.done",
+        ) => out.push(Channel::Output {
+            output: idx("output_index"),
+            content: idx("content_index"),
+        }),
+        _ => {}
+    }
+    out
+}
+
+/// Events after which nothing more is generated: every redactor is flushed.
+fn is_final_event(event: &Value) -> bool {
+    matches!(
+        event.get("type").and_then(Value::as_str),
+        Some(
+            "message_stop"
+                | "response.completed"
+                | "response.failed"
+                | "response.incomplete"
+                | "error"
+        )
+    )
+}
+
+/// Whole-text fields of summary events (`response.output_text.done.text`, the response
+/// object of `response.completed`, Anthropic `message_start` content) get the non-stream
+/// treatment: placeholders restored, new PII redacted.
+fn restore_full_texts(
+    json: &mut Value,
+    pii: &StreamPii,
+    det: &mut Detections,
+) -> Result<bool, ProxyError> {
+    let blocked =
+        |b: iron_core::pii::Blocked| ProxyError::new(ErrorCode::PiiBlocked, b.to_string());
+    match json.get("type").and_then(Value::as_str) {
+        Some("response.output_text.done") => {
+            let Some(text) = json.get("text").and_then(Value::as_str) else {
+                return Ok(false);
+            };
+            let mut r = StreamRedactor::new(pii.policy.clone(), pii.vault.clone());
+            let mut out = String::new();
+            r.push(text, &mut out, det).map_err(blocked)?;
+            r.finish(&mut out, det).map_err(blocked)?;
+            if out == text {
+                return Ok(false);
+            }
+            json["text"] = Value::String(out);
+            Ok(true)
+        }
+        Some("response.completed" | "response.incomplete") => match json.get_mut("response") {
+            Some(resp) => {
+                restore_response_json(resp, &pii.policy, &pii.vault, det).map_err(blocked)
+            }
+            None => Ok(false),
+        },
+        _ => Ok(false),
     }
 }
 
@@ -173,18 +389,29 @@ pub async fn relay(
             ex.session.shutdown().await;
             return Ok(Outcome::ClientGone);
         }
-        let mut filter = EventFilter {
-            hide_usage: !ctx.client_wants_usage,
-            usage: None,
-        };
+        let mut pipeline = EventPipeline::new(!ctx.client_wants_usage, ctx.pii.clone());
+        let mut det = Detections::new();
         let mut decoder = SseDecoder::new();
         let mut out = BytesMut::new();
         let outcome = loop {
             match ex.session.read_response_body().await {
                 Ok(Some(chunk)) => {
                     decoder.push(&chunk);
+                    let mut failed = None;
                     while let Ok(Some(ev)) = decoder.next_event() {
-                        filter.apply(&ev, &mut out);
+                        if let Err(e) = pipeline.apply(&ev, &mut out, &mut det) {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                    if let Some(err) = failed {
+                        ctx.error = Some(err.code);
+                        out.extend_from_slice(&error_event(shape, &err));
+                        let _ = session
+                            .write_response_body(Some(out.split().freeze()), true)
+                            .await;
+                        ex.session.shutdown().await;
+                        break Outcome::UpstreamFailed;
                     }
                     if decoder.buffered() > iron_core::sse::DEFAULT_MAX_EVENT_BYTES {
                         let err = ProxyError::new(
@@ -210,8 +437,9 @@ pub async fn relay(
                 }
                 Ok(None) => {
                     if let Some(ev) = decoder.finish() {
-                        filter.apply(&ev, &mut out);
+                        let _ = pipeline.apply(&ev, &mut out, &mut det);
                     }
+                    let _ = pipeline.flush(None, &mut out, &mut det);
                     let tail = (!out.is_empty()).then(|| out.split().freeze());
                     if session.write_response_body(tail, true).await.is_err() {
                         break Outcome::ClientGone;
@@ -230,7 +458,8 @@ pub async fn relay(
                 }
             }
         };
-        ctx.usage = filter.usage;
+        ctx.usage = pipeline.usage;
+        ctx.detections.merge(&det);
         return Ok(outcome);
     }
 
@@ -250,8 +479,15 @@ pub async fn relay(
     }
     let mut body = buf.freeze();
     if up_head.status.is_success() {
-        if let Ok(json) = serde_json::from_slice::<Value>(&body) {
+        if let Ok(mut json) = serde_json::from_slice::<Value>(&body) {
             ctx.usage = Usage::from_response(&json);
+            if let Some((policy, vault)) = &ctx.pii {
+                let changed = restore_response_json(&mut json, policy, vault, &mut ctx.detections)
+                    .map_err(|b| ProxyError::new(ErrorCode::PiiBlocked, b.to_string()))?;
+                if changed {
+                    body = Bytes::from(serde_json::to_vec(&json).unwrap_or_default());
+                }
+            }
         }
     } else {
         body = scrub(body, dep.api_key.as_str());

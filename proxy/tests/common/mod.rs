@@ -97,6 +97,10 @@ name = "test"
 id = "prj_limited"
 allowed_models = ["gpt-4o-mini"]
 
+[[projects]]
+id = "prj_block"
+pii = {{ request = {{ EMAIL = "block", US_SSN = "block" }} }}
+
 [[providers]]
 id = "mock-openai"
 kind = "openai"
@@ -155,6 +159,19 @@ api_key_env = "MOCK_ANTHROPIC_KEY"
         self.key
             .mint(&new_token_id(), PROJECT, now - 7200, now - 3600)
             .unwrap()
+    }
+
+    /// Waits (up to 2 s) until `series` has `expected`; metrics are recorded in pingora's
+    /// logging hook, just after the response reached the agent.
+    pub async fn wait_metric(&self, series: &str, expected: f64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let m = self.metrics().await;
+            if metric(&m, series) == expected || std::time::Instant::now() > deadline {
+                return m;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     pub async fn metrics(&self) -> String {
