@@ -126,6 +126,33 @@ pub fn peer(endpoint: &Endpoint, addr: SocketAddr, t: Timeouts) -> HttpPeer {
     peer
 }
 
+/// Everything needed to talk to providers, shared by all requests.
+pub struct Net {
+    pub connector: pingora_core::connectors::http::Connector,
+    pub resolver: Resolver,
+    pub timeouts: Timeouts,
+    pub pool_idle: Duration,
+}
+
+impl std::fmt::Debug for Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Net")
+            .field("timeouts", &self.timeouts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Net {
+    pub fn new(timeouts: Timeouts, pool_idle: Duration) -> Self {
+        Net {
+            connector: pingora_core::connectors::http::Connector::new(None),
+            resolver: Resolver::default(),
+            timeouts,
+            pool_idle,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,32 +182,5 @@ mod tests {
         let r = Resolver::default();
         assert_eq!(r.resolve("127.0.0.1", 80).await.unwrap().port(), 80);
         assert!(r.resolve("localhost", 81).await.unwrap().ip().is_loopback());
-    }
-}
-
-/// Everything needed to talk to providers, shared by all requests.
-pub struct Net {
-    pub connector: pingora_core::connectors::http::Connector,
-    pub resolver: Resolver,
-    pub timeouts: Timeouts,
-    pub pool_idle: Duration,
-}
-
-impl std::fmt::Debug for Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Net")
-            .field("timeouts", &self.timeouts)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Net {
-    pub fn new(timeouts: Timeouts, pool_idle: Duration) -> Self {
-        Net {
-            connector: pingora_core::connectors::http::Connector::new(None),
-            resolver: Resolver::default(),
-            timeouts,
-            pool_idle,
-        }
     }
 }

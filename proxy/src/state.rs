@@ -151,7 +151,7 @@ impl Routing {
         mut deployments: Vec<Deployment>,
         revoked: HashSet<String>,
     ) -> Result<Self, TokenError> {
-        deployments.sort_by(|a, b| b.priority.cmp(&a.priority));
+        deployments.sort_by_key(|d| std::cmp::Reverse(d.priority));
         Ok(Routing {
             version,
             verifier: TokenVerifier::new(keys)?,

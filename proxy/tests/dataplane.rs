@@ -1,4 +1,5 @@
 //! Issue 2 acceptance: the data plane against the testkit mock (in-process proxy).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 

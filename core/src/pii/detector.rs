@@ -427,7 +427,12 @@ const fn is_trigger(b: u8) -> bool {
 #[inline]
 pub(crate) fn next_trigger(hay: &[u8], from: usize) -> Option<usize> {
     const CHUNK: usize = 32;
-    let mut i = from;
+    // Triggers often come in clusters: look at a few bytes one by one before going wide.
+    let head = hay.get(from..)?;
+    if let Some(p) = head.iter().take(8).position(|&b| is_trigger(b)) {
+        return Some(from + p);
+    }
+    let mut i = from + head.len().min(8);
     while i + CHUNK <= hay.len() {
         let chunk = &hay[i..i + CHUNK];
         let mut any = 0u8;
@@ -521,6 +526,14 @@ impl Candidates {
                 Some(t) => {
                     self.push_for(hay, t, from);
                     self.scan = t + 1;
+                    if hay[t].is_ascii_digit() {
+                        // The rest of a digit run proposes nothing new: each later digit's
+                        // window is this one's shifted by one, and a start right after a
+                        // digit is not at a word boundary.
+                        while self.scan < hay.len() && hay[self.scan].is_ascii_digit() {
+                            self.scan += 1;
+                        }
+                    }
                 }
             }
         }
@@ -541,7 +554,8 @@ impl Candidates {
         let at = |s: usize, lit: &[u8]| hay.get(s..).is_some_and(|h| h.starts_with(lit));
         let b = hay[t];
         match b {
-            b'0'..=b'9' => {
+            // After a digit this trigger's window adds only `t`, which is no word start.
+            b'0'..=b'9' if t == 0 || !hay[t - 1].is_ascii_digit() => {
                 for s in t.saturating_sub(3).max(from)..=t {
                     let c = hay[s];
                     let iban_shape = c.is_ascii_uppercase()

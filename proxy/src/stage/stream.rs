@@ -581,15 +581,13 @@ mod tests {
     }
 
     fn run_filter(hide: bool, stream: &[u8]) -> (String, Option<Usage>) {
-        let mut f = EventFilter {
-            hide_usage: hide,
-            usage: None,
-        };
+        let mut f = EventPipeline::new(hide, None);
         let mut d = SseDecoder::new();
         d.push(stream);
         let mut out = BytesMut::new();
+        let mut det = Detections::new();
         while let Ok(Some(ev)) = d.next_event() {
-            f.apply(&ev, &mut out);
+            f.apply(&ev, &mut out, &mut det).unwrap();
         }
         (String::from_utf8_lossy(&out).into_owned(), f.usage)
     }

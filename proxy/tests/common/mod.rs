@@ -1,4 +1,5 @@
 //! Test harness: a testkit mock upstream behind an in-process Iron proxy (static mode).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
