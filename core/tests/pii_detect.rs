@@ -5,7 +5,10 @@
 use iron_core::pii::{Detector, PiiType};
 
 fn found(text: &str) -> Vec<(PiiType, &str)> {
-    Detector::global().find_iter(text).map(|m| (m.kind, &text[m.start..m.end])).collect()
+    Detector::global()
+        .find_iter(text)
+        .map(|m| (m.kind, &text[m.start..m.end]))
+        .collect()
 }
 
 fn assert_finds(kind: PiiType, cases: &[(&str, &str)]) {
@@ -24,14 +27,20 @@ fn assert_clean(cases: &[&str]) {
 
 #[test]
 fn email() {
-    assert_finds(PiiType::Email, &[
-        ("Contact alice.smith+tag@example.co.uk for details.", "alice.smith+tag@example.co.uk"),
-        ("mailto:bob@mail.example.com", "bob@mail.example.com"),
-        ("(JANE_DOE99@Example.ORG)", "JANE_DOE99@Example.ORG"),
-        ("send it to ops-team@corp-mail.io.", "ops-team@corp-mail.io"),
-        ("x...john@x.com", "john@x.com"),
-        ("{\"to\":\"carol@example.net\"}", "carol@example.net"),
-    ]);
+    assert_finds(
+        PiiType::Email,
+        &[
+            (
+                "Contact alice.smith+tag@example.co.uk for details.",
+                "alice.smith+tag@example.co.uk",
+            ),
+            ("mailto:bob@mail.example.com", "bob@mail.example.com"),
+            ("(JANE_DOE99@Example.ORG)", "JANE_DOE99@Example.ORG"),
+            ("send it to ops-team@corp-mail.io.", "ops-team@corp-mail.io"),
+            ("x...john@x.com", "john@x.com"),
+            ("{\"to\":\"carol@example.net\"}", "carol@example.net"),
+        ],
+    );
     assert_clean(&[
         "user@localhost is not routable",
         "ping @channel about it",
@@ -43,20 +52,26 @@ fn email() {
 
 #[test]
 fn phone() {
-    assert_finds(PiiType::Phone, &[
-        ("Call me at +1 (415) 555-2671 tomorrow.", "+1 (415) 555-2671"),
-        ("Office: (415) 555-2671.", "(415) 555-2671"),
-        ("cell 415-555-2671, thanks", "415-555-2671"),
-        ("or 415.555.2671", "415.555.2671"),
-        ("E.164: +14155552671", "+14155552671"),
-        ("London +44 20 7946 0958 office", "+44 20 7946 0958"),
-        ("Berlin +49 30 12345678.", "+49 30 12345678"),
-        ("Paris +33 1 23 45 67 89", "+33 1 23 45 67 89"),
-        ("Amsterdam +31 (0)20 123 4567", "+31 (0)20 123 4567"),
-        ("mobile 06 12 34 56 78", "06 12 34 56 78"),
-        ("UK landline 020 7946 0958", "020 7946 0958"),
-        ("mobile 07700 900123", "07700 900123"),
-    ]);
+    assert_finds(
+        PiiType::Phone,
+        &[
+            (
+                "Call me at +1 (415) 555-2671 tomorrow.",
+                "+1 (415) 555-2671",
+            ),
+            ("Office: (415) 555-2671.", "(415) 555-2671"),
+            ("cell 415-555-2671, thanks", "415-555-2671"),
+            ("or 415.555.2671", "415.555.2671"),
+            ("E.164: +14155552671", "+14155552671"),
+            ("London +44 20 7946 0958 office", "+44 20 7946 0958"),
+            ("Berlin +49 30 12345678.", "+49 30 12345678"),
+            ("Paris +33 1 23 45 67 89", "+33 1 23 45 67 89"),
+            ("Amsterdam +31 (0)20 123 4567", "+31 (0)20 123 4567"),
+            ("mobile 06 12 34 56 78", "06 12 34 56 78"),
+            ("UK landline 020 7946 0958", "020 7946 0958"),
+            ("mobile 07700 900123", "07700 900123"),
+        ],
+    );
     assert_clean(&[
         "scored +49 points",
         "Order 1234567890 shipped",
@@ -70,14 +85,20 @@ fn phone() {
 
 #[test]
 fn credit_card() {
-    assert_finds(PiiType::CreditCard, &[
-        ("Visa 4111 1111 1111 1111 exp 12/27", "4111 1111 1111 1111"),
-        ("card: 5500-0000-0000-0004.", "5500-0000-0000-0004"),
-        ("amex 378282246310005 ok", "378282246310005"),
-        ("discover 6011111111111117", "6011111111111117"),
-        ("mc 2223000048400011", "2223000048400011"),
-        ("trailing group 4111 1111 1111 1111 12", "4111 1111 1111 1111"),
-    ]);
+    assert_finds(
+        PiiType::CreditCard,
+        &[
+            ("Visa 4111 1111 1111 1111 exp 12/27", "4111 1111 1111 1111"),
+            ("card: 5500-0000-0000-0004.", "5500-0000-0000-0004"),
+            ("amex 378282246310005 ok", "378282246310005"),
+            ("discover 6011111111111117", "6011111111111117"),
+            ("mc 2223000048400011", "2223000048400011"),
+            (
+                "trailing group 4111 1111 1111 1111 12",
+                "4111 1111 1111 1111",
+            ),
+        ],
+    );
     assert_clean(&[
         "bad Luhn 4111 1111 1111 1112",
         "4111111111111112",
@@ -90,10 +111,13 @@ fn credit_card() {
 
 #[test]
 fn us_ssn() {
-    assert_finds(PiiType::UsSsn, &[
-        ("SSN: 536-22-8145.", "536-22-8145"),
-        ("ssn 536 22 8145", "536 22 8145"),
-    ]);
+    assert_finds(
+        PiiType::UsSsn,
+        &[
+            ("SSN: 536-22-8145.", "536-22-8145"),
+            ("ssn 536 22 8145", "536 22 8145"),
+        ],
+    );
     assert_clean(&[
         "area 666-12-3456",
         "area 000-12-3456",
@@ -109,13 +133,25 @@ fn us_ssn() {
 
 #[test]
 fn iban() {
-    assert_finds(PiiType::Iban, &[
-        ("IBAN DE89 3704 0044 0532 0130 00 please", "DE89 3704 0044 0532 0130 00"),
-        ("GB82WEST12345698765432", "GB82WEST12345698765432"),
-        ("to FR14 2004 1010 0505 0001 3M02 606.", "FR14 2004 1010 0505 0001 3M02 606"),
-        ("DE89 3704 0044 0532 0130 00 EUR", "DE89 3704 0044 0532 0130 00"),
-        ("NO9386011117947", "NO9386011117947"),
-    ]);
+    assert_finds(
+        PiiType::Iban,
+        &[
+            (
+                "IBAN DE89 3704 0044 0532 0130 00 please",
+                "DE89 3704 0044 0532 0130 00",
+            ),
+            ("GB82WEST12345698765432", "GB82WEST12345698765432"),
+            (
+                "to FR14 2004 1010 0505 0001 3M02 606.",
+                "FR14 2004 1010 0505 0001 3M02 606",
+            ),
+            (
+                "DE89 3704 0044 0532 0130 00 EUR",
+                "DE89 3704 0044 0532 0130 00",
+            ),
+            ("NO9386011117947", "NO9386011117947"),
+        ],
+    );
     assert_clean(&[
         "bad checksum DE89 3704 0044 0532 0130 01",
         "unknown country ZZ89 3704 0044 0532 0130 00",
@@ -126,14 +162,23 @@ fn iban() {
 
 #[test]
 fn ip_address() {
-    assert_finds(PiiType::IpAddress, &[
-        ("client 192.168.1.20 connected", "192.168.1.20"),
-        ("from 8.8.8.8.", "8.8.8.8"),
-        ("v6 2001:db8:85a3::8a2e:370:7334 ok", "2001:db8:85a3::8a2e:370:7334"),
-        ("link fe80::1ff:fe23:4567:890a%eth0", "fe80::1ff:fe23:4567:890a"),
-        ("mapped ::ffff:192.0.2.128 here", "::ffff:192.0.2.128"),
-        ("host 2001:db8::1: down", "2001:db8::1"),
-    ]);
+    assert_finds(
+        PiiType::IpAddress,
+        &[
+            ("client 192.168.1.20 connected", "192.168.1.20"),
+            ("from 8.8.8.8.", "8.8.8.8"),
+            (
+                "v6 2001:db8:85a3::8a2e:370:7334 ok",
+                "2001:db8:85a3::8a2e:370:7334",
+            ),
+            (
+                "link fe80::1ff:fe23:4567:890a%eth0",
+                "fe80::1ff:fe23:4567:890a",
+            ),
+            ("mapped ::ffff:192.0.2.128 here", "::ffff:192.0.2.128"),
+            ("host 2001:db8::1: down", "2001:db8::1"),
+        ],
+    );
     assert_clean(&[
         "version 1.2.3",
         "five parts 1.2.3.4.5",
@@ -157,7 +202,8 @@ fn secrets() {
     let openai_legacy = "sk-AbCdEf1234567890GhIjKl1234567890MnOpQrSt12345678";
     let anthropic = "sk-ant-api03-Xy7_abcDEF123456789-ghiJKL987654321mnoPQR-stuVWX000AA";
     let ghp = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
-    let gh_pat = "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123";
+    let gh_pat =
+        "github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123";
     let slack = "xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx";
     let aws = "AKIAIOSFODNN7EXAMPLE";
     let cases: Vec<(String, &str)> = vec![
@@ -214,7 +260,15 @@ fn multiple_in_order_non_overlapping() {
     let text = "Mail a@example.com, call +1 415-555-2671, card 4111 1111 1111 1111, ip 10.0.0.7.";
     let got = found(text);
     let kinds: Vec<PiiType> = got.iter().map(|g| g.0).collect();
-    assert_eq!(kinds, vec![PiiType::Email, PiiType::Phone, PiiType::CreditCard, PiiType::IpAddress]);
+    assert_eq!(
+        kinds,
+        vec![
+            PiiType::Email,
+            PiiType::Phone,
+            PiiType::CreditCard,
+            PiiType::IpAddress
+        ]
+    );
     let ms: Vec<_> = Detector::global().find_iter(text).collect();
     assert!(ms.windows(2).all(|w| w[0].end <= w[1].start));
 }

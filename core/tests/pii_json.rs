@@ -12,7 +12,8 @@ const EMAIL: &str = "alice@example.com";
 fn redact(mut body: Value) -> (Value, Vault, Detections, bool) {
     let mut vault = Vault::new();
     let mut det = Detections::new();
-    let changed = redact_request_json(&mut body, &PiiPolicy::default(), &mut vault, &mut det).unwrap();
+    let changed =
+        redact_request_json(&mut body, &PiiPolicy::default(), &mut vault, &mut det).unwrap();
     (body, vault, det, changed)
 }
 
@@ -64,10 +65,15 @@ fn openai_chat_string_parts_and_tool_calls() {
     });
     assert_eq!(out, expected);
     // Tool arguments stay valid JSON.
-    let args = out["messages"][2]["tool_calls"][0]["function"]["arguments"].as_str().unwrap();
+    let args = out["messages"][2]["tool_calls"][0]["function"]["arguments"]
+        .as_str()
+        .unwrap();
     assert!(serde_json::from_str::<Value>(args).is_ok());
     assert_eq!(vault.original(PiiType::Email, 1), Some(EMAIL));
-    assert_eq!(det.get(PiiType::Email, Direction::Request, Action::Redact), 5);
+    assert_eq!(
+        det.get(PiiType::Email, Direction::Request, Action::Redact),
+        5
+    );
 }
 
 #[test]
@@ -102,12 +108,19 @@ fn openai_responses_and_completions_and_embeddings() {
 
     let (out, _, _, _) = redact(json!({"model": "m", "input": "mail alice@example.com"}));
     assert_eq!(out["input"], "mail [EMAIL_1]");
-    let (out, _, _, _) = redact(json!({"model": "m", "input": ["a alice@example.com", "b"], "dimensions": 256}));
-    assert_eq!(out, json!({"model": "m", "input": ["a [EMAIL_1]", "b"], "dimensions": 256}));
+    let (out, _, _, _) =
+        redact(json!({"model": "m", "input": ["a alice@example.com", "b"], "dimensions": 256}));
+    assert_eq!(
+        out,
+        json!({"model": "m", "input": ["a [EMAIL_1]", "b"], "dimensions": 256})
+    );
     let (out, _, _, _) = redact(json!({"model": "m", "input": [[1, 2, 3]]}));
     assert_eq!(out, json!({"model": "m", "input": [[1, 2, 3]]}));
     let (out, _, _, _) = redact(json!({"model": "m", "prompt": ["x alice@example.com"], "n": 2}));
-    assert_eq!(out, json!({"model": "m", "prompt": ["x [EMAIL_1]"], "n": 2}));
+    assert_eq!(
+        out,
+        json!({"model": "m", "prompt": ["x [EMAIL_1]"], "n": 2})
+    );
 }
 
 #[test]
@@ -137,13 +150,28 @@ fn anthropic_messages() {
     assert_eq!(out["system"][0]["text"], "Operator [EMAIL_1]");
     assert_eq!(out["system"][0]["cache_control"]["type"], "ephemeral");
     assert_eq!(out["messages"][0]["content"], "Call [PHONE_1]");
-    assert_eq!(out["messages"][1]["content"][0]["thinking"], "alice@example.com");
-    assert_eq!(out["messages"][1]["content"][1]["text"], "Looking up [EMAIL_1]");
+    assert_eq!(
+        out["messages"][1]["content"][0]["thinking"],
+        "alice@example.com"
+    );
+    assert_eq!(
+        out["messages"][1]["content"][1]["text"],
+        "Looking up [EMAIL_1]"
+    );
     let input = &out["messages"][1]["content"][2]["input"];
-    assert_eq!(input, &json!({"email": "[EMAIL_1]", "limit": 5, "tags": ["x", "[EMAIL_2]"], "nested": {"phone": "[PHONE_1]"}}));
+    assert_eq!(
+        input,
+        &json!({"email": "[EMAIL_1]", "limit": 5, "tags": ["x", "[EMAIL_2]"], "nested": {"phone": "[PHONE_1]"}})
+    );
     assert_eq!(out["messages"][1]["content"][2]["id"], "toolu_1");
-    assert_eq!(out["messages"][2]["content"][0]["content"][0]["text"], "found [EMAIL_2]");
-    assert_eq!(out["messages"][2]["content"][1]["content"], "ip [IP_ADDRESS_1]");
+    assert_eq!(
+        out["messages"][2]["content"][0]["content"][0]["text"],
+        "found [EMAIL_2]"
+    );
+    assert_eq!(
+        out["messages"][2]["content"][1]["content"],
+        "ip [IP_ADDRESS_1]"
+    );
     assert_eq!(out["max_tokens"], 1024);
 
     let (out, _, _, _) = redact(json!({"system": "You serve alice@example.com", "messages": []}));
@@ -164,7 +192,10 @@ fn block_in_json_names_types() {
     let mut det = Detections::new();
     let err = redact_request_json(&mut body, &policy, &mut vault, &mut det).unwrap_err();
     assert_eq!(err.types, vec![PiiType::UsSsn, PiiType::Secret]);
-    assert_eq!(err.to_string(), "request contains PII of blocked type(s): US_SSN, SECRET");
+    assert_eq!(
+        err.to_string(),
+        "request contains PII of blocked type(s): US_SSN, SECRET"
+    );
 }
 
 #[test]
@@ -185,8 +216,14 @@ fn responses_are_restored() {
         "usage": {"prompt_tokens": 24, "completion_tokens": 8}
     });
     assert!(restore_response_json(&mut chat, &policy, &vault, &mut det).unwrap());
-    assert_eq!(chat["choices"][0]["message"]["content"], "I emailed alice@example.com; also try [REDACTED:EMAIL].");
-    assert_eq!(chat["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"], "{\"card\":\"4111 1111 1111 1111\"}");
+    assert_eq!(
+        chat["choices"][0]["message"]["content"],
+        "I emailed alice@example.com; also try [REDACTED:EMAIL]."
+    );
+    assert_eq!(
+        chat["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"],
+        "{\"card\":\"4111 1111 1111 1111\"}"
+    );
     assert_eq!(chat["usage"]["prompt_tokens"], 24);
 
     let mut completion = json!({"choices": [{"text": "to [EMAIL_1]", "index": 0}]});
@@ -199,20 +236,38 @@ fn responses_are_restored() {
         {"type": "function_call", "name": "f", "arguments": "{\"to\":\"[EMAIL_1]\"}"}
     ]});
     assert!(restore_response_json(&mut responses, &policy, &vault, &mut det).unwrap());
-    assert_eq!(responses["output"][1]["content"][0]["text"], "hi alice@example.com");
-    assert_eq!(responses["output"][2]["arguments"], "{\"to\":\"alice@example.com\"}");
+    assert_eq!(
+        responses["output"][1]["content"][0]["text"],
+        "hi alice@example.com"
+    );
+    assert_eq!(
+        responses["output"][2]["arguments"],
+        "{\"to\":\"alice@example.com\"}"
+    );
 
     let mut anthropic = json!({"type": "message", "role": "assistant", "content": [
         {"type": "text", "text": "Sent to [EMAIL_1]."},
         {"type": "tool_use", "id": "t", "name": "pay", "input": {"card": "[CREDIT_CARD_1]", "amount": 5}}
     ], "usage": {"input_tokens": 10, "output_tokens": 3}});
     assert!(restore_response_json(&mut anthropic, &policy, &vault, &mut det).unwrap());
-    assert_eq!(anthropic["content"][0]["text"], "Sent to alice@example.com.");
-    assert_eq!(anthropic["content"][1]["input"], json!({"card": "4111 1111 1111 1111", "amount": 5}));
+    assert_eq!(
+        anthropic["content"][0]["text"],
+        "Sent to alice@example.com."
+    );
+    assert_eq!(
+        anthropic["content"][1]["input"],
+        json!({"card": "4111 1111 1111 1111", "amount": 5})
+    );
 
-    let block = PiiPolicy { response: TypeActions::default().with(PiiType::Email, Action::Block), ..PiiPolicy::default() };
+    let block = PiiPolicy {
+        response: TypeActions::default().with(PiiType::Email, Action::Block),
+        ..PiiPolicy::default()
+    };
     let mut bad = json!({"content": [{"type": "text", "text": "new dave@example.com"}]});
     let err = restore_response_json(&mut bad, &block, &vault, &mut det).unwrap_err();
-    assert_eq!(err.to_string(), "response contains PII of blocked type(s): EMAIL");
+    assert_eq!(
+        err.to_string(),
+        "response contains PII of blocked type(s): EMAIL"
+    );
     assert_eq!(err.direction, Direction::Response);
 }

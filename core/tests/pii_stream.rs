@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use iron_core::pii::{
-    Action, Blocked, Detections, Direction, MAX_HEAD_LEN, PEM_MAX, PiiPolicy, PiiType, StreamRedactor,
-    TypeActions, Vault, redact_text,
+    Action, Blocked, Detections, Direction, MAX_HEAD_LEN, PEM_MAX, PiiPolicy, PiiType,
+    StreamRedactor, TypeActions, Vault, redact_text,
 };
 use proptest::prelude::*;
 
@@ -23,7 +23,10 @@ fn request_vault() -> Vault {
     )
     .unwrap()
     .unwrap();
-    assert_eq!(out, "Mail [EMAIL_1] or [EMAIL_2], call [PHONE_1], card [CREDIT_CARD_1].");
+    assert_eq!(
+        out,
+        "Mail [EMAIL_1] or [EMAIL_2], call [PHONE_1], card [CREDIT_CARD_1]."
+    );
     vault
 }
 
@@ -38,7 +41,11 @@ fn whole(text: &str, policy: &PiiPolicy, vault: &Vault) -> (Result<String, Block
     (r, det)
 }
 
-fn streamed(chunks: &[&str], policy: &PiiPolicy, vault: &Arc<Vault>) -> (Result<String, Blocked>, Detections, usize) {
+fn streamed(
+    chunks: &[&str],
+    policy: &PiiPolicy,
+    vault: &Arc<Vault>,
+) -> (Result<String, Blocked>, Detections, usize) {
     let mut s = StreamRedactor::new(Arc::new(policy.clone()), vault.clone());
     let mut out = String::new();
     let mut det = Detections::new();
@@ -109,13 +116,18 @@ fn fragment() -> impl Strategy<Value = String> {
 }
 
 fn response_policy() -> impl Strategy<Value = PiiPolicy> {
-    proptest::collection::vec(prop_oneof![Just(Action::Redact), Just(Action::Allow)], 7).prop_map(|acts| {
-        let mut response = TypeActions::default();
-        for (t, a) in PiiType::ALL.into_iter().zip(acts) {
-            response.set(t, a);
-        }
-        PiiPolicy { response, ..PiiPolicy::default() }
-    })
+    proptest::collection::vec(prop_oneof![Just(Action::Redact), Just(Action::Allow)], 7).prop_map(
+        |acts| {
+            let mut response = TypeActions::default();
+            for (t, a) in PiiType::ALL.into_iter().zip(acts) {
+                response.set(t, a);
+            }
+            PiiPolicy {
+                response,
+                ..PiiPolicy::default()
+            }
+        },
+    )
 }
 
 proptest! {
@@ -154,7 +166,8 @@ fn placeholder_split_everywhere_is_restored() {
     let vault = Arc::new(request_vault());
     let policy = PiiPolicy::default();
     let text = "Sure, I wrote to [EMAIL_2] and [CREDIT_CARD_1]; [EMAIL_7] is unknown.";
-    let expected = "Sure, I wrote to bob@example.org and 4111 1111 1111 1111; [EMAIL_7] is unknown.";
+    let expected =
+        "Sure, I wrote to bob@example.org and 4111 1111 1111 1111; [EMAIL_7] is unknown.";
     for a in 0..=text.len() {
         for b in a..=text.len() {
             let chunks = [&text[..a], &text[a..b], &text[b..]];
@@ -173,14 +186,29 @@ fn new_pii_in_answer_follows_response_policy() {
     let text = "Your contact [EMAIL_1]; also reach carol@example.net or 10.1.2.3.";
     let policy = PiiPolicy::default();
     let (s, det, _) = streamed(&[text], &policy, &vault);
-    assert_eq!(s.unwrap(), "Your contact alice@example.com; also reach [REDACTED:EMAIL] or [REDACTED:IP_ADDRESS].");
-    assert_eq!(det.get(PiiType::Email, Direction::Response, Action::Redact), 1);
+    assert_eq!(
+        s.unwrap(),
+        "Your contact alice@example.com; also reach [REDACTED:EMAIL] or [REDACTED:IP_ADDRESS]."
+    );
+    assert_eq!(
+        det.get(PiiType::Email, Direction::Response, Action::Redact),
+        1
+    );
     assert_eq!(det.restored(PiiType::Email), 1);
 
-    let allow = PiiPolicy { response: TypeActions::uniform(Action::Allow), ..PiiPolicy::default() };
+    let allow = PiiPolicy {
+        response: TypeActions::uniform(Action::Allow),
+        ..PiiPolicy::default()
+    };
     let (s, det, _) = streamed(&[text], &allow, &vault);
-    assert_eq!(s.unwrap(), "Your contact alice@example.com; also reach carol@example.net or 10.1.2.3.");
-    assert_eq!(det.get(PiiType::IpAddress, Direction::Response, Action::Allow), 1);
+    assert_eq!(
+        s.unwrap(),
+        "Your contact alice@example.com; also reach carol@example.net or 10.1.2.3."
+    );
+    assert_eq!(
+        det.get(PiiType::IpAddress, Direction::Response, Action::Allow),
+        1
+    );
 }
 
 #[test]
@@ -191,12 +219,22 @@ fn block_in_response_stops_the_stream() {
         ..PiiPolicy::default()
     };
     let text = "Here it is: 536-22-8145 and more text";
-    let (s, det, _) = streamed(&["Here it is: 536-", "22-8145 and more", " text"], &policy, &vault);
+    let (s, det, _) = streamed(
+        &["Here it is: 536-", "22-8145 and more", " text"],
+        &policy,
+        &vault,
+    );
     let err = s.unwrap_err();
     assert_eq!(err.types, vec![PiiType::UsSsn]);
-    assert_eq!(err.to_string(), "response contains PII of blocked type(s): US_SSN");
+    assert_eq!(
+        err.to_string(),
+        "response contains PII of blocked type(s): US_SSN"
+    );
     assert!(!err.to_string().contains("8145"));
-    assert_eq!(det.get(PiiType::UsSsn, Direction::Response, Action::Block), 1);
+    assert_eq!(
+        det.get(PiiType::UsSsn, Direction::Response, Action::Block),
+        1
+    );
     assert!(whole(text, &policy, &vault).0.is_err());
 }
 
@@ -209,7 +247,11 @@ fn prose_is_held_back_by_about_a_word() {
     let text = "The quick brown fox jumps over the lazy dog and keeps running through the field. ";
     for word in text.split_inclusive(' ') {
         s.push(word, &mut out, &mut det).unwrap();
-        assert!(s.pending_len() <= 8, "held {} bytes after {word:?}", s.pending_len());
+        assert!(
+            s.pending_len() <= 8,
+            "held {} bytes after {word:?}",
+            s.pending_len()
+        );
     }
     s.push("Numbers like 2024", &mut out, &mut det).unwrap();
     assert!(s.pending_len() <= 4);
@@ -224,13 +266,20 @@ fn open_pem_block_is_held_until_its_end() {
     let mut s = StreamRedactor::new(Arc::new(PiiPolicy::default()), vault);
     let mut out = String::new();
     let mut det = Detections::new();
-    s.push("key: -----BEGIN RSA PRIVATE KEY-----\n", &mut out, &mut det).unwrap();
+    s.push("key: -----BEGIN RSA PRIVATE KEY-----\n", &mut out, &mut det)
+        .unwrap();
     for _ in 0..40 {
-        s.push("MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n", &mut out, &mut det).unwrap();
+        s.push(
+            "MIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n",
+            &mut out,
+            &mut det,
+        )
+        .unwrap();
     }
     assert_eq!(out, "key: ");
     assert!(s.pending_len() > 2000);
-    s.push("-----END RSA PRIVATE KEY-----\nDone.", &mut out, &mut det).unwrap();
+    s.push("-----END RSA PRIVATE KEY-----\nDone.", &mut out, &mut det)
+        .unwrap();
     s.finish(&mut out, &mut det).unwrap();
     assert_eq!(out, "key: [REDACTED:SECRET]\nDone.");
 }

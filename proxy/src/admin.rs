@@ -25,18 +25,31 @@ fn text(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
         .unwrap_or_default()
 }
 
+/// Gauges computed at scrape time from live state (breakers, lease slices).
+fn refresh_gauges(shared: &Shared) {
+    let m = &shared.metrics;
+    for (id, state) in shared.breakers.states(tokio::time::Instant::now()) {
+        m.breaker_state
+            .with_label_values(&[id.as_str()])
+            .set(state.as_gauge());
+    }
+    let mut by_project = std::collections::HashMap::<String, u64>::new();
+    for slot in shared.ledger.slots() {
+        *by_project.entry(slot.project_id.clone()).or_default() += slot.available().micros();
+    }
+    for (project, left) in by_project {
+        m.lease_remaining
+            .with_label_values(&[project.as_str()])
+            .set(i64::try_from(left).unwrap_or(i64::MAX));
+    }
+}
+
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         match session.req_header().uri.path() {
             "/metrics" => {
-                for (id, state) in self.shared.breakers.states(tokio::time::Instant::now()) {
-                    self.shared
-                        .metrics
-                        .breaker_state
-                        .with_label_values(&[id.as_str()])
-                        .set(state.as_gauge());
-                }
+                refresh_gauges(&self.shared);
                 text(
                     200,
                     "text/plain; version=0.0.4",

@@ -141,6 +141,7 @@ impl ControlSync {
             return Err(SyncError::Status(resp.status().as_u16()));
         }
         let mut body = resp.bytes_stream();
+        self.shared.metrics.control_connected.set(1);
         let mut decoder = SseDecoder::with_max_event_bytes(1024 * 1024);
         // Keep-alives arrive every 15 s; silence for much longer means a dead connection.
         while let Ok(next) = tokio::time::timeout(Duration::from_secs(45), body.next()).await {
@@ -188,8 +189,12 @@ impl BackgroundService for ControlSync {
             };
             tokio::select! {
                 result = round => match result {
-                    Ok(v) => version = v,
+                    Ok(v) => {
+                        version = v;
+                        self.shared.metrics.control_connected.set(0);
+                    }
                     Err(e) => {
+                        self.shared.metrics.control_connected.set(0);
                         if !logged_down {
                             tracing::warn!(error = %e, "control unreachable; serving from the last routing table");
                             logged_down = true;

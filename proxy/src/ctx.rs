@@ -57,7 +57,13 @@ pub struct RequestCtx {
     pub error: Option<iron_core::ErrorCode>,
     /// Time spent waiting for the upstream (excluded from Iron's overhead).
     pub upstream_wait: std::time::Duration,
-    pub usage: Option<crate::stage::settle::Usage>,
+    pub usage: Option<iron_core::pricing::TokenUsage>,
+    /// The model's price (budget stage), used to meter chunks and settle.
+    pub price: Option<iron_core::pricing::ModelPrice>,
+    pub estimated_input_tokens: u64,
+    pub metered_output_tokens: u64,
+    /// What the request cost (settle stage).
+    pub cost: Option<iron_core::Money>,
 }
 
 impl RequestCtx {
@@ -81,6 +87,10 @@ impl RequestCtx {
             error: None,
             upstream_wait: std::time::Duration::ZERO,
             usage: None,
+            price: None,
+            estimated_input_tokens: 0,
+            metered_output_tokens: 0,
+            cost: None,
         }
     }
 

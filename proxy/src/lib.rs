@@ -109,6 +109,9 @@ pub fn build_server(
         local_leases,
         inflight: inflight.clone(),
         features: config.features,
+        prices: ArcSwap::from_pointee(
+            iron_core::pricing::PriceTable::embedded().context("embedded price table")?,
+        ),
         budget: config.budget.clone(),
         server: config.server.clone(),
         metrics: metrics::Metrics::new().context("metrics registry")?,
@@ -153,6 +156,11 @@ pub fn build_server(
     admin.add_tcp(&config.server.admin_listen.to_string());
     server.add_service(proxy);
     server.add_service(admin);
+    // In static mode there is no control to lose; in control mode the sync task keeps it true.
+    shared
+        .metrics
+        .control_connected
+        .set(i64::from(matches!(config.source, Source::Static(_))));
     server.add_service(pingora_core::services::background::background_service(
         "iron-usage-reporter",
         reporter::Reporter {
@@ -161,6 +169,7 @@ pub fn build_server(
             inflight,
             grace: config.server.shutdown_grace,
             exit_when_done: exit_on_drain,
+            pending_gauge: Some(shared.metrics.reports_pending.clone()),
         },
     ));
     if let Source::Control(source) = &config.source {

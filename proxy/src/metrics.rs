@@ -26,6 +26,13 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub breaker_state: IntGaugeVec,
     pub pii: IntCounterVec,
+    pub tokens: IntCounterVec,
+    pub cost: IntCounterVec,
+    pub budget_denials: IntCounterVec,
+    pub cutoffs: IntCounterVec,
+    pub lease_remaining: IntGaugeVec,
+    pub reports_pending: prometheus::IntGauge,
+    pub control_connected: prometheus::IntGauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -94,6 +101,50 @@ impl Metrics {
             &["type", "direction", "action"],
         )?;
         registry.register(Box::new(pii.clone()))?;
+        let counter =
+            |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+                let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+                registry.register(Box::new(c.clone()))?;
+                Ok(c)
+            };
+        let tokens = counter(
+            "iron_proxy_tokens_total",
+            "Tokens by direction (input/output), provider and model",
+            &["direction", "provider", "model"],
+        )?;
+        let cost = counter(
+            "iron_proxy_cost_microdollars_total",
+            "Cost charged, in micro-dollars",
+            &["project", "provider", "model"],
+        )?;
+        let budget_denials = counter(
+            "iron_proxy_budget_denials_total",
+            "Requests refused with 402 budget_exceeded",
+            &["project"],
+        )?;
+        let cutoffs = counter(
+            "iron_proxy_stream_cutoffs_total",
+            "Streams cut off because the budget ran out",
+            &["project"],
+        )?;
+        let lease_remaining = IntGaugeVec::new(
+            Opts::new(
+                "iron_proxy_lease_remaining_microdollars",
+                "Budget left in this proxy's local lease slices",
+            ),
+            &["project"],
+        )?;
+        registry.register(Box::new(lease_remaining.clone()))?;
+        let reports_pending = prometheus::IntGauge::new(
+            "iron_proxy_usage_reports_pending",
+            "Usage reports waiting in the spill file",
+        )?;
+        registry.register(Box::new(reports_pending.clone()))?;
+        let control_connected = prometheus::IntGauge::new(
+            "iron_proxy_control_connected",
+            "1 while the event stream from control is connected (control mode)",
+        )?;
+        registry.register(Box::new(control_connected.clone()))?;
         registry.register(Box::new(retries.clone()))?;
         registry.register(Box::new(breaker_state.clone()))?;
         registry.register(Box::new(stages.clone()))?;
@@ -115,6 +166,13 @@ impl Metrics {
             retries,
             breaker_state,
             pii,
+            tokens,
+            cost,
+            budget_denials,
+            cutoffs,
+            lease_remaining,
+            reports_pending,
+            control_connected,
         })
     }
 

@@ -40,6 +40,7 @@ pub struct Shared {
     /// Requests being served (graceful shutdown waits for zero).
     pub inflight: Arc<std::sync::atomic::AtomicUsize>,
     pub features: crate::config::Features,
+    pub prices: ArcSwap<iron_core::pricing::PriceTable>,
     pub budget: crate::config::BudgetConfig,
     pub server: ServerConfig,
     pub metrics: Metrics,
@@ -129,7 +130,7 @@ impl IronProxy {
             .ok_or_else(|| ProxyError::new(ErrorCode::NotFound, "no provider for this request"))?;
 
         shared.metrics.stage(Stage::Budget);
-        stage::budget::admit(ctx)?;
+        stage::budget::admit(shared, ctx, route, &body).await?;
 
         shared.metrics.stage(Stage::Redact);
         let redacted = shared.features.pii && stage::redact::redact(ctx, &project.pii, &mut body)?;
@@ -157,7 +158,13 @@ impl IronProxy {
         )
         .await;
         ctx.deployments = deployments;
-        let mut ex = sent?;
+        let mut ex = match sent {
+            Ok(ex) => ex,
+            Err(e) => {
+                stage::settle::settle(shared, ctx, stage::settle::Ending::NotServed);
+                return Err(e);
+            }
+        };
         let dep = ex.deployment.clone();
         ctx.deployment = Some(dep.clone());
         ctx.upstream_wait += ex.ttfb;
@@ -175,7 +182,13 @@ impl IronProxy {
         }
 
         shared.metrics.stage(Stage::Stream);
-        let outcome = stage::stream::relay(session, ctx, &mut ex, &dep).await?;
+        let outcome = match stage::stream::relay(session, ctx, &mut ex, &dep).await {
+            Ok(o) => o,
+            Err(e) => {
+                stage::settle::settle(shared, ctx, stage::settle::Ending::NotServed);
+                return Err(e);
+            }
+        };
         if outcome == stage::stream::Outcome::Complete && ex.session.response_done() {
             shared
                 .net
@@ -185,6 +198,20 @@ impl IronProxy {
         }
 
         shared.metrics.stage(Stage::Settle);
+        if ctx.cut_off {
+            if let Some(c) = ctx.claims.as_ref() {
+                shared
+                    .metrics
+                    .cutoffs
+                    .with_label_values(&[c.prj.as_str()])
+                    .inc();
+            }
+        }
+        let ending = match outcome {
+            stage::stream::Outcome::Complete if !ctx.cut_off => stage::settle::Ending::Answered,
+            _ => stage::settle::Ending::Partial,
+        };
+        stage::settle::settle(shared, ctx, ending);
         Ok(Handled::Responded)
     }
 

@@ -112,6 +112,7 @@ pub struct Reporter {
     pub grace: Duration,
     /// Exit the process once `finish` is done (the binary; never in-process embedders).
     pub exit_when_done: bool,
+    pub pending_gauge: Option<prometheus::IntGauge>,
 }
 
 impl std::fmt::Debug for Reporter {
@@ -181,6 +182,13 @@ impl Reporter {
         }
     }
 
+    /// Updates `iron_proxy_usage_reports_pending`.
+    fn publish_pending(&self) {
+        if let (Some(spill), Some(gauge)) = (&self.spill, &self.pending_gauge) {
+            gauge.set(i64::try_from(spill.pending()).unwrap_or(i64::MAX));
+        }
+    }
+
     /// One reporting round.
     pub async fn round(&self) {
         let drained = self.replay().await;
@@ -207,6 +215,7 @@ impl Reporter {
             }
         }
         self.spill_or_log(failed);
+        self.publish_pending();
     }
 
     /// Shutdown: wait for in-flight requests, final reports, return leases.

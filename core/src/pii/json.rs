@@ -104,7 +104,11 @@ impl Walk<'_> {
         }
         let kind = match p.get("type") {
             None => "",
-            Some(t) => KNOWN_TYPES.iter().copied().find(|k| Some(*k) == t.as_str()).unwrap_or("?"),
+            Some(t) => KNOWN_TYPES
+                .iter()
+                .copied()
+                .find(|k| Some(*k) == t.as_str())
+                .unwrap_or("?"),
         };
         match kind {
             "text" | "input_text" | "output_text" => self.field(p, "text"),
@@ -191,7 +195,11 @@ impl Walk<'_> {
     }
 
     fn finish(self) -> Result<bool, Blocked> {
-        if self.blocked.is_empty() { Ok(self.changed) } else { Err(self.blocked) }
+        if self.blocked.is_empty() {
+            Ok(self.changed)
+        } else {
+            Err(self.blocked)
+        }
     }
 }
 

@@ -68,7 +68,13 @@ impl Detections {
 
     /// Add `other`'s counts to these.
     pub fn merge(&mut self, other: &Detections) {
-        for (a, b) in self.counts.iter_mut().flatten().flatten().zip(other.counts.iter().flatten().flatten()) {
+        for (a, b) in self
+            .counts
+            .iter_mut()
+            .flatten()
+            .flatten()
+            .zip(other.counts.iter().flatten().flatten())
+        {
             *a += *b;
         }
         for (a, b) in self.restored.iter_mut().zip(other.restored.iter()) {
@@ -88,7 +94,10 @@ pub struct Blocked {
 
 impl Blocked {
     pub(crate) fn new(direction: Direction) -> Self {
-        Blocked { types: Vec::new(), direction }
+        Blocked {
+            types: Vec::new(),
+            direction,
+        }
     }
 
     pub(crate) fn add(&mut self, kind: PiiType) {
@@ -169,7 +178,13 @@ impl Rewriter<'_> {
     }
 
     /// Write the replacement for a `Replace` hit whose original is `value`.
-    pub(crate) fn write(&self, hit: &Hit, value: &str, vault: &mut VaultAccess<'_>, out: &mut String) {
+    pub(crate) fn write(
+        &self,
+        hit: &Hit,
+        value: &str,
+        vault: &mut VaultAccess<'_>,
+        out: &mut String,
+    ) {
         if let Some(n) = hit.placeholder {
             match vault.read().original(hit.kind, n) {
                 Some(orig) => out.push_str(orig),

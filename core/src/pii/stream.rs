@@ -24,7 +24,6 @@ use regex_automata::util::primitives::StateID;
 use super::detector::{Candidates, Detector, Step};
 use super::redact::{Blocked, Decision, Detections, Rewriter, VaultAccess};
 use super::types::{Direction, PiiPolicy};
-use super::validate::is_word;
 use super::vault::Vault;
 
 /// A possible match start that is still undecided, with its match-all DFA state.
@@ -47,18 +46,6 @@ pub struct StreamRedactor {
     failed: Option<Blocked>,
 }
 
-/// Bytes that can begin a pattern (anything in an e-mail local part, `+`, `(`, `:`, `[`).
-const fn may_start(prev: Option<u8>, b: u8) -> bool {
-    if b == b'[' {
-        return true;
-    }
-    let boundary = match prev {
-        None => true,
-        Some(p) => !is_word(p),
-    };
-    boundary && (b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-' | b'(' | b':'))
-}
-
 impl StreamRedactor {
     /// A redactor for answer text, using the global detector. `vault` holds the placeholders
     /// issued for this request (it is only read).
@@ -67,7 +54,11 @@ impl StreamRedactor {
     }
 
     /// [`StreamRedactor::new`] with an explicit detector.
-    pub fn with_detector(detector: &'static Detector, policy: Arc<PiiPolicy>, vault: Arc<Vault>) -> Self {
+    pub fn with_detector(
+        detector: &'static Detector,
+        policy: Arc<PiiPolicy>,
+        vault: Arc<Vault>,
+    ) -> Self {
         StreamRedactor {
             detector,
             policy,
@@ -81,7 +72,12 @@ impl StreamRedactor {
 
     /// Feed one delta; append to `out` whatever is final. On `Err` the stream must be ended
     /// (the error repeats on later calls); output already appended stays valid.
-    pub fn push(&mut self, delta: &str, out: &mut String, det: &mut Detections) -> Result<(), Blocked> {
+    pub fn push(
+        &mut self,
+        delta: &str,
+        out: &mut String,
+        det: &mut Detections,
+    ) -> Result<(), Blocked> {
         if let Some(b) = &self.failed {
             return Err(b.clone());
         }
@@ -91,7 +87,12 @@ impl StreamRedactor {
         let old = self.buf.len();
         self.buf.push_str(delta);
         self.advance(old);
-        let hold = self.threads.iter().map(|t| t.pos).min().unwrap_or(self.buf.len());
+        let hold = self
+            .threads
+            .iter()
+            .map(|t| t.pos)
+            .min()
+            .unwrap_or(self.buf.len());
         let r = self.emit(hold, false, out, det);
         self.compact();
         r
@@ -140,9 +141,6 @@ impl StreamRedactor {
                 }
             }
             let prev = i.checked_sub(1).map(|p| bytes[p]);
-            if !may_start(prev, b) {
-                continue;
-            }
             if let Some(state) = det.live_start(prev, b)
                 && !threads.iter().any(|t| t.state == state)
             {
@@ -152,14 +150,26 @@ impl StreamRedactor {
     }
 
     /// Emit `buf[ctx..hold]`, rewriting the hits that start before `hold`.
-    fn emit(&mut self, hold: usize, eof: bool, out: &mut String, det: &mut Detections) -> Result<(), Blocked> {
-        let rw = Rewriter { policy: &self.policy, dir: Direction::Response };
+    fn emit(
+        &mut self,
+        hold: usize,
+        eof: bool,
+        out: &mut String,
+        det: &mut Detections,
+    ) -> Result<(), Blocked> {
+        let rw = Rewriter {
+            policy: &self.policy,
+            dir: Direction::Response,
+        };
         let mut vault = VaultAccess::Read(&self.vault);
         let hay = self.buf.as_bytes();
         let mut cands = Candidates::new(self.ctx);
         let mut pos = self.ctx;
         loop {
-            match self.detector.next_hit(hay, &mut cands, pos, hold, eof, Some(&self.vault)) {
+            match self
+                .detector
+                .next_hit(hay, &mut cands, pos, hold, eof, Some(&self.vault))
+            {
                 Step::Hit(h) => {
                     out.push_str(&self.buf[pos..h.start]);
                     let value = &self.buf[h.start..h.end];

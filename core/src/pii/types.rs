@@ -84,7 +84,10 @@ impl FromStr for PiiType {
         PiiType::ALL
             .into_iter()
             .find(|t| t.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| ParseNameError { what: "PII type", name: s.to_owned() })
+            .ok_or_else(|| ParseNameError {
+                what: "PII type",
+                name: s.to_owned(),
+            })
     }
 }
 
@@ -132,7 +135,10 @@ impl FromStr for Action {
         Action::ALL
             .into_iter()
             .find(|a| a.as_str().eq_ignore_ascii_case(s))
-            .ok_or_else(|| ParseNameError { what: "PII action", name: s.to_owned() })
+            .ok_or_else(|| ParseNameError {
+                what: "PII action",
+                name: s.to_owned(),
+            })
     }
 }
 
@@ -225,7 +231,9 @@ impl<'de> Deserialize<'de> for TypeActions {
         impl<'de> Visitor<'de> for V {
             type Value = TypeActions;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a map from PII type (EMAIL, PHONE, …) to action (redact, block, allow)")
+                f.write_str(
+                    "a map from PII type (EMAIL, PHONE, …) to action (redact, block, allow)",
+                )
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<TypeActions, A::Error> {
                 let mut out = TypeActions::default();
@@ -280,14 +288,20 @@ mod tests {
     fn names_round_trip() {
         for t in PiiType::ALL {
             assert_eq!(t.as_str().parse::<PiiType>(), Ok(t));
-            assert_eq!(serde_json::to_string(&t).ok(), Some(format!("\"{}\"", t.as_str())));
+            assert_eq!(
+                serde_json::to_string(&t).ok(),
+                Some(format!("\"{}\"", t.as_str()))
+            );
         }
         assert_eq!("credit_card".parse::<PiiType>(), Ok(PiiType::CreditCard));
         assert!("CARD".parse::<PiiType>().is_err());
         for a in Action::ALL {
             assert_eq!(a.as_str().parse::<Action>(), Ok(a));
         }
-        assert_eq!(serde_json::to_string(&Action::Block).ok().as_deref(), Some("\"block\""));
+        assert_eq!(
+            serde_json::to_string(&Action::Block).ok().as_deref(),
+            Some("\"block\"")
+        );
     }
 
     #[test]
@@ -299,7 +313,10 @@ mod tests {
         assert_eq!(p.action(Direction::Request, PiiType::Email), Action::Block);
         assert_eq!(p.action(Direction::Request, PiiType::UsSsn), Action::Allow);
         assert_eq!(p.action(Direction::Request, PiiType::Phone), Action::Redact);
-        assert_eq!(p.action(Direction::Response, PiiType::Email), Action::Redact);
+        assert_eq!(
+            p.action(Direction::Response, PiiType::Email),
+            Action::Redact
+        );
         assert!(!p.reversible);
         let back: Result<PiiPolicy, _> =
             serde_json::from_value(serde_json::to_value(&p).unwrap_or_default());
@@ -308,6 +325,10 @@ mod tests {
         assert!(serde_json::from_str::<PiiPolicy>(r#"{"request":{"CARD":"block"}}"#).is_err());
         let d = PiiPolicy::default();
         assert!(d.reversible);
-        assert!(PiiType::ALL.iter().all(|&t| d.action(Direction::Response, t) == Action::Redact));
+        assert!(
+            PiiType::ALL
+                .iter()
+                .all(|&t| d.action(Direction::Response, t) == Action::Redact)
+        );
     }
 }

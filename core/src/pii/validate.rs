@@ -6,7 +6,7 @@
 //! (`NeedMore`) while streaming. That locality is what makes streamed output equal whole-text
 //! output.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 /// Longest PEM private-key block (header to footer) the detector follows, in bytes. An RSA-8192
 /// key is about 6.4 KB; longer blocks are redacted up to this bound only.
@@ -51,29 +51,23 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
 fn card_issuer_ok(d: &[u8]) -> bool {
     let n = d.len();
     let prefix = |k: usize| -> u32 {
-        d.iter().take(k).fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'))
+        d.iter()
+            .take(k)
+            .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'))
     };
-    let p2 = prefix(2);
-    let p3 = prefix(3);
-    let p4 = prefix(4);
-    let p6 = prefix(6);
-    match d.first() {
-        Some(b'4') => matches!(n, 13 | 16 | 19),                                   // Visa
-        Some(b'5') => (51..=55).contains(&p2) && n == 16 || p2 == 50 || (56..=58).contains(&p2) && n >= 12, // Mastercard, Maestro
-        Some(b'2') => (2221..=2720).contains(&p4) && n == 16,                      // Mastercard 2-series
-        Some(b'3') => {
-            (p2 == 34 || p2 == 37) && n == 15                                      // Amex
-                || ((300..=305).contains(&p3) || p2 == 36 || p2 == 38 || p2 == 39) && (14..=19).contains(&n) // Diners
-                || (3528..=3589).contains(&p4) && (16..=19).contains(&n)           // JCB
-        }
-        Some(b'6') => {
-            (p4 == 6011 || p2 == 65 || (644..=649).contains(&p3) || (622_126..=622_925).contains(&p6))
-                && (16..=19).contains(&n)                                          // Discover
-                || p2 == 62 && (16..=19).contains(&n)                              // UnionPay
-                || (p2 == 63 || p2 == 67) && (12..=19).contains(&n)                // Maestro
-        }
-        _ => false,
-    }
+    let (p2, p3, p4, p6) = (prefix(2), prefix(3), prefix(4), prefix(6));
+    let len = |lo: usize, hi: usize| (lo..=hi).contains(&n);
+    let visa = d.first() == Some(&b'4') && matches!(n, 13 | 16 | 19);
+    let mastercard = ((51..=55).contains(&p2) || (2221..=2720).contains(&p4)) && n == 16;
+    let amex = (p2 == 34 || p2 == 37) && n == 15;
+    let diners = ((300..=305).contains(&p3) || matches!(p2, 36 | 38 | 39)) && len(14, 19);
+    let jcb = (3528..=3589).contains(&p4) && len(16, 19);
+    let discover =
+        (p4 == 6011 || p2 == 65 || (644..=649).contains(&p3) || (622_126..=622_925).contains(&p6))
+            && len(16, 19);
+    let unionpay = p2 == 62 && len(16, 19);
+    let maestro = (p2 == 50 || (56..=58).contains(&p2) || p2 == 63 || p2 == 67) && len(12, 19);
+    visa || mastercard || amex || diners || jcb || discover || unionpay || maestro
 }
 
 /// A card number candidate: digits with optional single spaces/dashes. Tries the whole
@@ -139,19 +133,93 @@ pub(crate) fn ssn(text: &[u8], start: usize) -> Verdict {
 
 /// IBAN lengths by country (SWIFT registry).
 const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
-    (b"AD", 24), (b"AE", 23), (b"AL", 28), (b"AT", 20), (b"AZ", 28), (b"BA", 20), (b"BE", 16),
-    (b"BG", 22), (b"BH", 22), (b"BI", 27), (b"BR", 29), (b"BY", 28), (b"CH", 21), (b"CR", 22),
-    (b"CY", 28), (b"CZ", 24), (b"DE", 22), (b"DJ", 27), (b"DK", 18), (b"DO", 28), (b"EE", 20),
-    (b"EG", 29), (b"ES", 24), (b"FI", 18), (b"FK", 18), (b"FO", 18), (b"FR", 27), (b"GB", 22),
-    (b"GE", 22), (b"GI", 23), (b"GL", 18), (b"GR", 27), (b"GT", 28), (b"HR", 21), (b"HU", 28),
-    (b"IE", 22), (b"IL", 23), (b"IQ", 23), (b"IS", 26), (b"IT", 27), (b"JO", 30), (b"KW", 30),
-    (b"KZ", 20), (b"LB", 28), (b"LC", 32), (b"LI", 21), (b"LT", 20), (b"LU", 20), (b"LV", 21),
-    (b"LY", 25), (b"MC", 27), (b"MD", 24), (b"ME", 22), (b"MK", 19), (b"MN", 20), (b"MR", 27),
-    (b"MT", 31), (b"MU", 30), (b"NI", 28), (b"NL", 18), (b"NO", 15), (b"OM", 23), (b"PK", 24),
-    (b"PL", 28), (b"PS", 29), (b"QA", 29), (b"RO", 24), (b"RS", 22), (b"RU", 33), (b"SA", 24),
-    (b"SC", 31), (b"SD", 18), (b"SE", 24), (b"SI", 19), (b"SK", 24), (b"SM", 27), (b"SO", 23),
-    (b"ST", 25), (b"SV", 28), (b"TL", 23), (b"TN", 24), (b"TR", 26), (b"UA", 29), (b"VA", 22),
-    (b"VG", 24), (b"XK", 20), (b"YE", 30),
+    (b"AD", 24),
+    (b"AE", 23),
+    (b"AL", 28),
+    (b"AT", 20),
+    (b"AZ", 28),
+    (b"BA", 20),
+    (b"BE", 16),
+    (b"BG", 22),
+    (b"BH", 22),
+    (b"BI", 27),
+    (b"BR", 29),
+    (b"BY", 28),
+    (b"CH", 21),
+    (b"CR", 22),
+    (b"CY", 28),
+    (b"CZ", 24),
+    (b"DE", 22),
+    (b"DJ", 27),
+    (b"DK", 18),
+    (b"DO", 28),
+    (b"EE", 20),
+    (b"EG", 29),
+    (b"ES", 24),
+    (b"FI", 18),
+    (b"FK", 18),
+    (b"FO", 18),
+    (b"FR", 27),
+    (b"GB", 22),
+    (b"GE", 22),
+    (b"GI", 23),
+    (b"GL", 18),
+    (b"GR", 27),
+    (b"GT", 28),
+    (b"HR", 21),
+    (b"HU", 28),
+    (b"IE", 22),
+    (b"IL", 23),
+    (b"IQ", 23),
+    (b"IS", 26),
+    (b"IT", 27),
+    (b"JO", 30),
+    (b"KW", 30),
+    (b"KZ", 20),
+    (b"LB", 28),
+    (b"LC", 32),
+    (b"LI", 21),
+    (b"LT", 20),
+    (b"LU", 20),
+    (b"LV", 21),
+    (b"LY", 25),
+    (b"MC", 27),
+    (b"MD", 24),
+    (b"ME", 22),
+    (b"MK", 19),
+    (b"MN", 20),
+    (b"MR", 27),
+    (b"MT", 31),
+    (b"MU", 30),
+    (b"NI", 28),
+    (b"NL", 18),
+    (b"NO", 15),
+    (b"OM", 23),
+    (b"PK", 24),
+    (b"PL", 28),
+    (b"PS", 29),
+    (b"QA", 29),
+    (b"RO", 24),
+    (b"RS", 22),
+    (b"RU", 33),
+    (b"SA", 24),
+    (b"SC", 31),
+    (b"SD", 18),
+    (b"SE", 24),
+    (b"SI", 19),
+    (b"SK", 24),
+    (b"SM", 27),
+    (b"SO", 23),
+    (b"ST", 25),
+    (b"SV", 28),
+    (b"TL", 23),
+    (b"TN", 24),
+    (b"TR", 26),
+    (b"UA", 29),
+    (b"VA", 22),
+    (b"VG", 24),
+    (b"XK", 20),
+    (b"YE", 30),
 ];
 
 /// mod-97 of the rearranged IBAN (country code and check digits moved to the end, letters as
@@ -179,7 +247,10 @@ pub(crate) fn iban_checksum(chars: &[u8]) -> bool {
 /// An IBAN candidate `CCkk` + groups with optional single spaces: trimmed to the country's
 /// length; the trimmed end must fall before a space or at the candidate's end.
 pub(crate) fn iban(text: &[u8], start: usize) -> Verdict {
-    let Some(&(_, len)) = IBAN_LENGTHS.iter().find(|(cc, _)| text.starts_with(&cc[..])) else {
+    let Some(&(_, len)) = IBAN_LENGTHS
+        .iter()
+        .find(|(cc, _)| text.starts_with(&cc[..]))
+    else {
         return Verdict::Reject;
     };
     let mut chars = [0u8; 34];
@@ -208,17 +279,34 @@ pub(crate) fn iban(text: &[u8], start: usize) -> Verdict {
     }
 }
 
-/// IPv4 dotted quad. Rejected when it continues a longer dotted number (`1.2.3.4.5`): the regex
-/// captures one more `.digit` in that case, and the byte before must not be a dot.
+/// IPv4 dotted quad: four decimal octets ≤ 255 without leading zeros, not `0.0.0.0`.
+/// Rejected when it continues a longer dotted number (`1.2.3.4.5`): the regex captures one
+/// more `.digit` in that case, and the byte before must not be a dot.
 pub(crate) fn ipv4(text: &[u8], start: usize, prev: Option<u8>) -> Verdict {
-    if prev == Some(b'.') || text.iter().filter(|&&b| b == b'.').count() != 3 {
+    if prev == Some(b'.') {
         return Verdict::Reject;
     }
-    let Ok(s) = std::str::from_utf8(text) else { return Verdict::Reject };
-    match s.parse::<Ipv4Addr>() {
-        Ok(ip) if !ip.is_unspecified() => Verdict::Accept(start + text.len()),
-        _ => Verdict::Reject,
+    let mut parts = 0;
+    let mut all_zero = true;
+    for octet in text.split(|&b| b == b'.') {
+        parts += 1;
+        let ok = !octet.is_empty()
+            && octet.len() <= 3
+            && octet.iter().all(u8::is_ascii_digit)
+            && !(octet.len() > 1 && octet[0] == b'0');
+        if !ok {
+            return Verdict::Reject;
+        }
+        let value = octet.iter().fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'));
+        if value > 255 {
+            return Verdict::Reject;
+        }
+        all_zero &= value == 0;
     }
+    if parts != 4 || all_zero {
+        return Verdict::Reject;
+    }
+    Verdict::Accept(start + text.len())
 }
 
 /// IPv6 address: must parse, have at least three non-empty groups (so `a::b`, `::1` and C++
@@ -231,7 +319,9 @@ pub(crate) fn ipv6(text: &[u8], start: usize, prev: Option<u8>) -> Verdict {
     if t.ends_with(b":") && !t.ends_with(b"::") {
         t = &t[..t.len() - 1];
     }
-    let Ok(s) = std::str::from_utf8(t) else { return Verdict::Reject };
+    let Ok(s) = std::str::from_utf8(t) else {
+        return Verdict::Reject;
+    };
     if s.parse::<Ipv6Addr>().is_err() {
         return Verdict::Reject;
     }
@@ -276,7 +366,9 @@ pub(crate) fn phone(text: &[u8], start: usize, min: usize, max: usize) -> Verdic
 /// E-mail: local part must not start or end with a dot nor contain `..`; the domain at most
 /// 253 bytes; labels must not start or end with `-` (the regex enforces the rest).
 pub(crate) fn email(text: &[u8], start: usize) -> Verdict {
-    let Some(at) = text.iter().position(|&b| b == b'@') else { return Verdict::Reject };
+    let Some(at) = text.iter().position(|&b| b == b'@') else {
+        return Verdict::Reject;
+    };
     let (local, domain) = (&text[..at], &text[at + 1..]);
     if local.first() == Some(&b'.')
         || local.last() == Some(&b'.')
@@ -330,7 +422,11 @@ pub(crate) fn jwt(hay: &[u8], start: usize, head_end: usize, eof: bool) -> Verdi
         return Verdict::Reject;
     }
     if hay[i..].len() < 4 {
-        return if eof { Verdict::Reject } else { Verdict::NeedMore };
+        return if eof {
+            Verdict::Reject
+        } else {
+            Verdict::NeedMore
+        };
     }
     if &hay[i..i + 4] != b".eyJ" {
         return Verdict::Reject;
@@ -346,7 +442,13 @@ pub(crate) fn jwt(hay: &[u8], start: usize, head_end: usize, eof: bool) -> Verdi
     match hay.get(j) {
         Some(b'.') => {}
         Some(_) => return Verdict::Reject,
-        None => return if eof { Verdict::Reject } else { Verdict::NeedMore },
+        None => {
+            return if eof {
+                Verdict::Reject
+            } else {
+                Verdict::NeedMore
+            };
+        }
     }
     // signature (may be empty for `alg: none`)
     let (k, at_end) = b64url_run(hay, j + 1, limit);
@@ -358,7 +460,10 @@ pub(crate) fn jwt(hay: &[u8], start: usize, head_end: usize, eof: bool) -> Verdi
 
 const fn is_pem_body(b: u8) -> bool {
     b.is_ascii_alphanumeric()
-        || matches!(b, b'+' | b'/' | b'=' | b' ' | b'\t' | b'\r' | b'\n' | b'\\' | b':' | b',' | b'-' | b'.')
+        || matches!(
+            b,
+            b'+' | b'/' | b'=' | b' ' | b'\t' | b'\r' | b'\n' | b'\\' | b':' | b',' | b'-' | b'.'
+        )
 }
 
 /// PEM private-key extension. The regex head is the `-----BEGIN … PRIVATE KEY-----` line; this
@@ -373,7 +478,11 @@ pub(crate) fn pem(hay: &[u8], start: usize, head_end: usize, eof: bool) -> Verdi
             return Verdict::Accept(trim_pem_end(hay, head_end, limit));
         }
         let Some(&b) = hay.get(i) else {
-            return if eof { Verdict::Accept(trim_pem_end(hay, head_end, i)) } else { Verdict::NeedMore };
+            return if eof {
+                Verdict::Accept(trim_pem_end(hay, head_end, i))
+            } else {
+                Verdict::NeedMore
+            };
         };
         if b == b'-' {
             match footer(hay, i, limit) {
@@ -406,22 +515,37 @@ fn footer(hay: &[u8], i: usize, limit: usize) -> Footer {
         return Footer::No;
     }
     if n < OPEN.len() {
-        return if truncated { Footer::NeedMore } else { Footer::No };
+        return if truncated {
+            Footer::NeedMore
+        } else {
+            Footer::No
+        };
     }
     let label_start = i + OPEN.len();
     let mut j = label_start;
-    while j < stop && j < label_start + 64 && (hay[j].is_ascii_uppercase() || hay[j].is_ascii_digit() || hay[j] == b' ') {
+    while j < stop
+        && j < label_start + 64
+        && (hay[j].is_ascii_uppercase() || hay[j].is_ascii_digit() || hay[j] == b' ')
+    {
         j += 1;
     }
     if j == stop && j < label_start + 64 {
-        return if truncated { Footer::NeedMore } else { Footer::No };
+        return if truncated {
+            Footer::NeedMore
+        } else {
+            Footer::No
+        };
     }
     let dashes = &hay[j..stop.min(j + 5)];
     if dashes.iter().any(|&b| b != b'-') {
         return Footer::No;
     }
     if dashes.len() < 5 {
-        return if truncated { Footer::NeedMore } else { Footer::No };
+        return if truncated {
+            Footer::NeedMore
+        } else {
+            Footer::No
+        };
     }
     Footer::End(j + 5)
 }
@@ -431,7 +555,10 @@ fn trim_pem_end(hay: &[u8], head_end: usize, mut end: usize) -> usize {
     loop {
         if end > head_end && matches!(hay[end - 1], b' ' | b'\t' | b'\r' | b'\n') {
             end -= 1;
-        } else if end >= head_end + 2 && hay[end - 2] == b'\\' && matches!(hay[end - 1], b'n' | b'r') {
+        } else if end >= head_end + 2
+            && hay[end - 2] == b'\\'
+            && matches!(hay[end - 1], b'n' | b'r')
+        {
             end -= 2;
         } else {
             return end;
@@ -456,7 +583,10 @@ mod tests {
         assert!(iban_checksum(b"GB82WEST12345698765432"));
         assert!(!iban_checksum(b"DE89370400440532013001"));
         assert_eq!(iban(b"DE89 3704 0044 0532 0130 00", 0), Verdict::Accept(27));
-        assert_eq!(iban(b"DE89 3704 0044 0532 0130 00 12", 0), Verdict::Accept(27));
+        assert_eq!(
+            iban(b"DE89 3704 0044 0532 0130 00 12", 0),
+            Verdict::Accept(27)
+        );
         assert_eq!(iban(b"DE89370400440532013000123", 0), Verdict::Reject);
     }
 

@@ -11,6 +11,7 @@
 
 use bytes::{Bytes, BytesMut};
 use http::header;
+use iron_core::Money;
 use iron_core::sse::{SseDecoder, SseEvent, encode_event_into};
 use iron_core::{ErrorCode, WireShape};
 use pingora_error::ErrorType;
@@ -26,7 +27,10 @@ use iron_core::pii::{Detections, PiiPolicy, StreamRedactor, Vault, restore_respo
 use crate::ctx::RequestCtx;
 use crate::deltas::{Channel, Delta};
 use crate::error::ProxyError;
-use crate::stage::settle::Usage;
+use iron_core::meter::DeltaMeter;
+use iron_core::pricing::{ModelPrice, TokenUsage};
+
+use crate::stage::settle;
 use crate::stage::upstream::Exchange;
 use crate::state::Deployment;
 
@@ -120,7 +124,11 @@ struct StreamPii {
 /// Per-stream state of the event transform.
 struct EventPipeline {
     hide_usage: bool,
-    usage: Option<Usage>,
+    /// Per-chunk metering: the output price, the stream's token counter, and the output
+    /// cost charged so far (charged as the difference of running totals, so rounding to the
+    /// micro-dollar happens once, not per chunk).
+    meter: Option<(ModelPrice, DeltaMeter<'static>, Money)>,
+    usage: Option<TokenUsage>,
     pii: Option<StreamPii>,
 }
 
@@ -132,9 +140,14 @@ struct EventResult {
 }
 
 impl EventPipeline {
-    fn new(hide_usage: bool, pii: Option<(Arc<PiiPolicy>, Arc<Vault>)>) -> Self {
+    fn new(
+        hide_usage: bool,
+        pii: Option<(Arc<PiiPolicy>, Arc<Vault>)>,
+        price: Option<ModelPrice>,
+    ) -> Self {
         EventPipeline {
             hide_usage,
+            meter: price.map(|p| (p, DeltaMeter::new(), Money::ZERO)),
             usage: None,
             pii: pii.map(|(policy, vault)| StreamPii {
                 policy,
@@ -167,7 +180,7 @@ impl EventPipeline {
         };
         let mut changed = false;
         if has_usage {
-            Usage::accumulate_event(&mut self.usage, &json);
+            settle::accumulate_event(&mut self.usage, &json);
             if self.hide_usage {
                 // The usage chunk Iron forced (`choices: []` + usage) is dropped; the
                 // `"usage": null` it caused on other chunks is removed.
@@ -240,7 +253,21 @@ impl EventPipeline {
     }
 
     fn needs_text(&self) -> bool {
-        false
+        self.meter.is_some()
+    }
+
+    /// Output tokens and their cost for the text of one upstream chunk.
+    fn meter(&mut self, text: &str) -> (u64, Money) {
+        match self.meter.as_mut() {
+            Some((price, m, charged)) if !text.is_empty() => {
+                let tokens = m.push(text);
+                let total = price.output_cost(m.total());
+                let cost = total.saturating_sub(*charged);
+                *charged = total;
+                (tokens, cost)
+            }
+            _ => (0, Money::ZERO),
+        }
     }
 
     /// Emits what the redactors of `channels` (all when `None`) still hold, each as one
@@ -389,7 +416,12 @@ pub async fn relay(
             ex.session.shutdown().await;
             return Ok(Outcome::ClientGone);
         }
-        let mut pipeline = EventPipeline::new(!ctx.client_wants_usage, ctx.pii.clone());
+        let price = if ctx.reservation.is_some() {
+            ctx.price
+        } else {
+            None
+        };
+        let mut pipeline = EventPipeline::new(!ctx.client_wants_usage, ctx.pii.clone(), price);
         let mut det = Detections::new();
         let mut decoder = SseDecoder::new();
         let mut out = BytesMut::new();
@@ -398,14 +430,37 @@ pub async fn relay(
                 Ok(Some(chunk)) => {
                     decoder.push(&chunk);
                     let mut failed = None;
+                    let mut text = String::new();
                     while let Ok(Some(ev)) = decoder.next_event() {
-                        if let Err(e) = pipeline.apply(&ev, &mut out, &mut det) {
-                            failed = Some(e);
-                            break;
+                        match pipeline.apply(&ev, &mut out, &mut det) {
+                            Ok(r) => text.push_str(&r.text),
+                            Err(e) => {
+                                failed = Some(e);
+                                break;
+                            }
+                        }
+                    }
+                    // Pay for this chunk before the agent sees it; if the budget cannot,
+                    // the stream ends here.
+                    let (tokens, cost) = pipeline.meter(&text);
+                    if tokens > 0
+                        && let Some(r) = ctx.reservation.as_mut()
+                    {
+                        if r.charge(cost).await {
+                            ctx.metered_output_tokens += tokens;
+                        } else if failed.is_none() {
+                            ctx.cut_off = true;
+                            out.clear();
+                            failed = Some(ProxyError::new(
+                                ErrorCode::BudgetExceeded,
+                                "the budget is exhausted: the stream was cut off",
+                            ));
                         }
                     }
                     if let Some(err) = failed {
-                        ctx.error = Some(err.code);
+                        if err.code != ErrorCode::BudgetExceeded {
+                            ctx.error = Some(err.code);
+                        }
                         out.extend_from_slice(&error_event(shape, &err));
                         let _ = session
                             .write_response_body(Some(out.split().freeze()), true)
@@ -480,7 +535,7 @@ pub async fn relay(
     let mut body = buf.freeze();
     if up_head.status.is_success() {
         if let Ok(mut json) = serde_json::from_slice::<Value>(&body) {
-            ctx.usage = Usage::from_response(&json);
+            ctx.usage = settle::from_response(&json);
             if let Some((policy, vault)) = &ctx.pii {
                 let changed = restore_response_json(&mut json, policy, vault, &mut ctx.detections)
                     .map_err(|b| ProxyError::new(ErrorCode::PiiBlocked, b.to_string()))?;
@@ -580,8 +635,8 @@ mod tests {
         assert_eq!(&b[..], b"{\"error\":\"bad key [REDACTED] [REDACTED]\"}");
     }
 
-    fn run_filter(hide: bool, stream: &[u8]) -> (String, Option<Usage>) {
-        let mut f = EventPipeline::new(hide, None);
+    fn run_filter(hide: bool, stream: &[u8]) -> (String, Option<TokenUsage>) {
+        let mut f = EventPipeline::new(hide, None, None);
         let mut d = SseDecoder::new();
         d.push(stream);
         let mut out = BytesMut::new();

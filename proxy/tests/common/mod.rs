@@ -99,6 +99,14 @@ id = "prj_limited"
 allowed_models = ["gpt-4o-mini"]
 
 [[projects]]
+id = "prj_budget"
+budget_usd = "0.001"
+
+[[projects]]
+id = "prj_broke"
+budget_usd = "0"
+
+[[projects]]
 id = "prj_block"
 pii = {{ request = {{ EMAIL = "block", US_SSN = "block" }} }}
 
