@@ -337,9 +337,15 @@ impl ProxyHttp for IronProxy {
             .as_ref()
             .and_then(|b| b.model.as_deref())
             .unwrap_or("");
+        // Iron's own error code; for a provider error passed through, its HTTP status.
+        let status_label;
         let code = match (ctx.error, e) {
             (Some(c), _) => c.as_str(),
             (None, Some(_)) => ErrorCode::UpstreamError.as_str(),
+            (None, None) if ctx.status >= 400 => {
+                status_label = ctx.status.to_string();
+                status_label.as_str()
+            }
             (None, None) => "ok",
         };
         m.requests
