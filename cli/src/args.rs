@@ -1,0 +1,295 @@
+//! The command line of `iron` (`design.md` §2). These forms are a contract: tests and docs
+//! use them. Usage errors (unknown flags, missing arguments, bad enum values) exit with 2.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "iron",
+    version,
+    about = "Iron: an LLM egress proxy with budgets, PII redaction and tokens"
+)]
+pub struct Cli {
+    /// Output format.
+    #[arg(long, short = 'o', global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Control service URL.
+    #[arg(
+        long,
+        global = true,
+        env = "IRON_CONTROL_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    pub control_url: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run control (embedded store) and the proxy in one process.
+    Up(UpArgs),
+    /// Provider deployments (upstream LLM APIs and their keys).
+    #[command(subcommand)]
+    Provider(ProviderCmd),
+    /// Projects: budgets, provider bindings.
+    #[command(subcommand)]
+    Project(ProjectCmd),
+    /// IC tokens for agents.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Usage events.
+    Usage(UsageArgs),
+    /// Model prices.
+    #[command(subcommand)]
+    Pricing(PricingCmd),
+    /// Admin API keys.
+    #[command(subcommand, name = "api-key")]
+    ApiKey(ApiKeyCmd),
+    /// The audit log.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// Data directory (embedded store, master key, admin key).
+    #[arg(long, default_value = ".iron")]
+    pub data_dir: PathBuf,
+    /// Proxy listen address (agents).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub proxy_listen: String,
+    /// Control listen address (REST API).
+    #[arg(long, default_value = "127.0.0.1:7070")]
+    pub control_listen: String,
+    /// Proxy admin listen address (/metrics, /healthz).
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin_listen: String,
+    /// Base URL for the providers registered from OPENAI_API_KEY / ANTHROPIC_API_KEY
+    /// (default: the real provider URLs).
+    #[arg(long)]
+    pub upstream_base_url: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Kind {
+    Openai,
+    Anthropic,
+    OpenaiCompatible,
+    AzureOpenai,
+}
+
+impl Kind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Openai => "openai",
+            Kind::Anthropic => "anthropic",
+            Kind::OpenaiCompatible => "openai-compatible",
+            Kind::AzureOpenai => "azure-openai",
+        }
+    }
+}
+
+/// Where to read a provider key from (exactly one). Keys are never taken as arguments:
+/// they would end up in shell history and process listings.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct KeySource {
+    /// Read the key from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub api_key_env: Option<String>,
+    /// Read the key from this file.
+    #[arg(long, value_name = "PATH")]
+    pub api_key_file: Option<PathBuf>,
+    /// Read the key from standard input.
+    #[arg(long)]
+    pub api_key_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProviderCmd {
+    /// Register a provider deployment.
+    Add {
+        name: String,
+        #[arg(long, value_enum)]
+        kind: Kind,
+        #[arg(long)]
+        base_url: String,
+        #[command(flatten)]
+        key: KeySource,
+        /// Comma-separated model glob patterns, e.g. 'gpt-4o*,o3*' (default '*').
+        #[arg(long)]
+        models: Option<String>,
+        /// Higher wins among healthy deployments (default 0).
+        #[arg(long, allow_negative_numbers = true)]
+        priority: Option<i32>,
+    },
+    /// List providers (keys masked).
+    List,
+    /// Show one provider.
+    Show { name: String },
+    /// Replace a provider's key.
+    RotateKey {
+        name: String,
+        #[command(flatten)]
+        key: KeySource,
+    },
+    /// Delete a provider.
+    Remove { name: String },
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Period {
+    Total,
+    Daily,
+    Monthly,
+}
+
+impl Period {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Period::Total => "total",
+            Period::Daily => "daily",
+            Period::Monthly => "monthly",
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectCmd {
+    /// Create a project.
+    Create {
+        name: String,
+        /// Budget limit in USD (omitted = unlimited).
+        #[arg(long, allow_negative_numbers = true)]
+        budget_usd: Option<String>,
+        #[arg(long, value_enum)]
+        period: Option<Period>,
+        /// Comma-separated provider names or ids (default: all).
+        #[arg(long)]
+        providers: Option<String>,
+        /// Comma-separated allowed model patterns (default: all).
+        #[arg(long)]
+        allowed_models: Option<String>,
+    },
+    /// List projects.
+    List,
+    /// Show a project and its budget status.
+    Show { name: String },
+    /// Set a project's budget.
+    SetBudget {
+        name: String,
+        /// New limit in USD.
+        #[arg(
+            long,
+            required_unless_present = "unlimited",
+            conflicts_with = "unlimited",
+            allow_negative_numbers = true
+        )]
+        usd: Option<String>,
+        /// Remove the limit.
+        #[arg(long)]
+        unlimited: bool,
+        #[arg(long, value_enum)]
+        period: Option<Period>,
+    },
+    /// Delete a project (its tokens are revoked).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCmd {
+    /// Mint an IC token (printed once).
+    Mint {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// The token's own budget in USD.
+        #[arg(long, allow_negative_numbers = true)]
+        budget_usd: Option<String>,
+        /// Lifetime such as 30m, 12h, 7d (default 30d).
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List tokens (metadata only).
+    List {
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Show a token's metadata.
+    Show { id: String },
+    /// Revoke a token.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long)]
+    pub token: Option<String>,
+    #[arg(long)]
+    pub model: Option<String>,
+    /// RFC 3339 time or a duration ago, e.g. 24h.
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Print CSV.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PricingCmd {
+    /// List model prices (USD per million tokens).
+    List,
+    /// Override a model's price.
+    Set {
+        model: String,
+        /// USD per million input tokens.
+        #[arg(long)]
+        input_per_mtok: String,
+        /// USD per million output tokens.
+        #[arg(long)]
+        output_per_mtok: String,
+        /// USD per million cached input tokens.
+        #[arg(long)]
+        cached_input_per_mtok: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCmd {
+    /// Create an API key (printed once).
+    Create {
+        name: String,
+        /// admin, viewer or project:<name>.
+        #[arg(long)]
+        role: String,
+    },
+    List,
+    Delete {
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[arg(long)]
+    pub project: Option<String>,
+    #[arg(long)]
+    pub action: Option<String>,
+    #[arg(long)]
+    pub since: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+}

@@ -1,0 +1,259 @@
+//! Response shapes of the REST API (and their OpenAPI schemas): records from the store as
+//! clients see them — money as decimal USD strings, times as RFC 3339, provider keys masked.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use iron_core::Money;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::model::{
+    ApiKeyRecord, AuditEvent, Period, Project, Provider, SigningKeyRecord, SigningKeyState,
+    Timestamp, TokenRecord, now,
+};
+
+/// RFC 3339 UTC, seconds precision.
+pub fn time(ts: Timestamp) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(ts)).to_string()
+}
+
+/// Decimal USD without the `$`: `12.50`, `0.000001`.
+pub fn usd(m: Money) -> String {
+    m.to_string().trim_start_matches('$').to_owned()
+}
+
+/// A page of results.
+#[derive(Serialize, ToSchema)]
+pub struct List<T: ToSchema> {
+    pub data: Vec<T>,
+    /// Pass as `?cursor=` to get the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Result of a delete.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProjectView {
+    /// `prj_<ulid>`.
+    pub id: String,
+    pub name: String,
+    /// Budget limit in USD (`null` = unlimited).
+    pub budget_usd: Option<String>,
+    pub period: Period,
+    /// Provider ids this project may use; empty = all.
+    pub providers: Vec<String>,
+    /// Allowed model patterns; empty = all.
+    pub allowed_models: Vec<String>,
+    /// PII policy; `null` = the default (redact every type both ways, reversibly).
+    #[schema(value_type = Option<Object>)]
+    pub pii: Option<iron_core::pii::PiiPolicy>,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Project> for ProjectView {
+    fn from(p: Project) -> Self {
+        ProjectView {
+            id: p.id,
+            name: p.name,
+            budget_usd: p.budget.limit.map(usd),
+            period: p.budget.period,
+            providers: p.providers,
+            allowed_models: p.allowed_models,
+            pii: p.pii,
+            created_at: time(p.created_at),
+            updated_at: time(p.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ProviderView {
+    /// `prv_<ulid>`.
+    pub id: String,
+    pub name: String,
+    /// `openai`, `anthropic`, `openai-compatible` or `azure-openai`.
+    pub kind: String,
+    pub base_url: String,
+    pub models: Vec<String>,
+    pub priority: i32,
+    /// The key, masked: first and last 3 characters (`sk-…abc`), or `…` for short keys.
+    pub api_key_masked: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Provider> for ProviderView {
+    fn from(p: Provider) -> Self {
+        ProviderView {
+            id: p.id,
+            name: p.name,
+            kind: p.kind.as_str().into(),
+            base_url: p.base_url,
+            models: p.models,
+            priority: p.priority,
+            api_key_masked: p.key_hint,
+            created_at: time(p.created_at),
+            updated_at: time(p.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenView {
+    /// `tok_<ulid>`.
+    pub id: String,
+    /// Project id.
+    pub project: String,
+    pub name: Option<String>,
+    /// The token's own budget in USD (`null` = only the project's).
+    pub budget_usd: Option<String>,
+    pub period: Period,
+    /// Signing key id.
+    pub kid: String,
+    /// `active`, `revoked` or `expired`.
+    pub status: String,
+    pub created_at: String,
+    pub expires_at: String,
+    pub revoked_at: Option<String>,
+}
+
+impl From<TokenRecord> for TokenView {
+    fn from(t: TokenRecord) -> Self {
+        let status = if t.revoked_at.is_some() {
+            "revoked"
+        } else if t.expires_at <= now() {
+            "expired"
+        } else {
+            "active"
+        };
+        TokenView {
+            id: t.id,
+            project: t.project_id,
+            name: t.name,
+            budget_usd: t.budget.limit.map(usd),
+            period: t.budget.period,
+            kid: t.kid,
+            status: status.into(),
+            created_at: time(t.created_at),
+            expires_at: time(t.expires_at),
+            revoked_at: t.revoked_at.map(time),
+        }
+    }
+}
+
+/// A freshly minted token. `token` is shown only in this response.
+#[derive(Serialize, ToSchema)]
+pub struct MintedToken {
+    pub id: String,
+    /// The IC token (`ic_…`). Control does not keep it: store it now.
+    pub token: String,
+    /// Project id.
+    pub project: String,
+    pub project_name: String,
+    pub name: Option<String>,
+    pub expires_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ApiKeyView {
+    /// `ak_<ulid>`.
+    pub id: String,
+    pub name: String,
+    /// `admin`, `viewer` or `project:<id>`.
+    pub role: String,
+    pub created_at: String,
+}
+
+impl From<ApiKeyRecord> for ApiKeyView {
+    fn from(k: ApiKeyRecord) -> Self {
+        ApiKeyView {
+            id: k.id,
+            name: k.name,
+            role: k.role.to_string(),
+            created_at: time(k.created_at),
+        }
+    }
+}
+
+/// A new API key. `key` is shown only in this response.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedApiKey {
+    pub id: String,
+    /// The key (`iron_ak_…`). Only its SHA-256 is stored: keep it now.
+    pub key: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditView {
+    pub id: String,
+    pub time: String,
+    /// API key id of the caller, or `system`.
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub project: Option<String>,
+    pub request_id: String,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+}
+
+impl From<AuditEvent> for AuditView {
+    fn from(e: AuditEvent) -> Self {
+        AuditView {
+            id: e.id,
+            time: time(e.time),
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            project: e.project,
+            request_id: e.request_id,
+            details: e.details,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BudgetView {
+    /// Project id.
+    pub project: String,
+    pub project_name: String,
+    pub period: Period,
+    /// `null` = unlimited.
+    pub limit_usd: Option<String>,
+    pub spent_usd: String,
+    /// Granted to proxies in open leases.
+    pub leased_usd: String,
+    /// `limit − spent − leased`; `null` when unlimited.
+    pub remaining_usd: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SigningKeyView {
+    pub kid: String,
+    pub state: SigningKeyState,
+    pub alg: String,
+    /// Base64url Ed25519 public key.
+    pub x: String,
+    pub created_at: String,
+}
+
+impl From<SigningKeyRecord> for SigningKeyView {
+    fn from(k: SigningKeyRecord) -> Self {
+        SigningKeyView {
+            kid: k.kid,
+            state: k.state,
+            alg: k.public.alg,
+            x: k.public.x,
+            created_at: time(k.created_at),
+        }
+    }
+}
