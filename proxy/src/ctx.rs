@@ -41,7 +41,6 @@ pub struct RequestCtx {
     pub pii: Option<(Arc<iron_core::pii::PiiPolicy>, Arc<iron_core::pii::Vault>)>,
     /// PII found in this request and its answer (counts only, never values).
     pub detections: iron_core::pii::Detections,
-    pub project: Option<Arc<crate::state::Project>>,
     /// Set by `route`; decides the error shape.
     pub route: Option<ApiRoute>,
     pub claims: Option<Arc<IcClaims>>,
@@ -54,6 +53,8 @@ pub struct RequestCtx {
     /// The client asked for `stream_options.include_usage` itself.
     pub client_wants_usage: bool,
     pub status: u16,
+    /// The request's trace span (`iron.request`); disabled unless OTLP export is on.
+    pub span: tracing::Span,
     pub error: Option<iron_core::ErrorCode>,
     /// Time spent waiting for the upstream (excluded from Iron's overhead).
     pub upstream_wait: std::time::Duration,
@@ -75,7 +76,6 @@ impl RequestCtx {
             cut_off: false,
             pii: None,
             detections: iron_core::pii::Detections::new(),
-            project: None,
             route: None,
             claims: None,
             deployments: Vec::new(),
@@ -84,6 +84,7 @@ impl RequestCtx {
             upstream_body: Bytes::new(),
             client_wants_usage: false,
             status: 0,
+            span: tracing::Span::none(),
             error: None,
             upstream_wait: std::time::Duration::ZERO,
             usage: None,

@@ -23,6 +23,7 @@ pub mod proxy;
 pub mod reporter;
 pub mod stage;
 pub mod state;
+pub mod telemetry;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -40,18 +40,11 @@ fn main() -> std::process::ExitCode {
         .log_format
         .as_deref()
         .map_or(config.server.log_json, |f| f == "json");
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    if json {
-        tracing_subscriber::fmt()
-            .json()
-            .with_env_filter(filter)
-            .init();
-    } else {
-        tracing_subscriber::fmt().with_env_filter(filter).init();
-    }
+    let telemetry = iron_proxy::telemetry::init("iron-proxy", json, &ProcessEnv);
     tracing::info!(listen = %config.server.listen, admin = %config.server.admin_listen, "iron-proxy starting");
-    match iron_proxy::run(&config) {
+    let result = iron_proxy::run(&config);
+    telemetry.flush();
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("iron-proxy: {e:#}");

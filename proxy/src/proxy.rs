@@ -18,6 +18,7 @@ use iron_core::token::unix_now;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{ProxyHttp, Session};
+use tracing::Instrument;
 
 use crate::client::{Net, peer};
 use crate::config::ServerConfig;
@@ -64,6 +65,27 @@ impl Shared {
     }
 }
 
+/// `gen_ai.system` of a deployment (OpenTelemetry GenAI semantic conventions).
+fn gen_ai_system(dep: &crate::state::Deployment) -> &'static str {
+    match dep.kind {
+        iron_core::wire::ProviderKind::Anthropic => "anthropic",
+        iron_core::wire::ProviderKind::AzureOpenai => "az.ai.openai",
+        iron_core::wire::ProviderKind::Openai | iron_core::wire::ProviderKind::OpenaiCompatible => {
+            "openai"
+        }
+    }
+}
+
+/// `gen_ai.operation.name` of a route.
+fn gen_ai_operation(route: ApiRoute) -> &'static str {
+    match route {
+        ApiRoute::ChatCompletions | ApiRoute::Messages | ApiRoute::Responses => "chat",
+        ApiRoute::Completions => "text_completion",
+        ApiRoute::Embeddings => "embeddings",
+        ApiRoute::Models | ApiRoute::CountTokens | ApiRoute::PassThrough(_) => "",
+    }
+}
+
 /// What `request_filter` did.
 enum Handled {
     /// Iron answered the agent itself.
@@ -100,9 +122,12 @@ impl IronProxy {
         }
         let routing = shared.routing.load_full();
 
-        shared.metrics.stage(Stage::Auth);
-        let (claims, project) =
-            stage::auth::authenticate(&routing, session.req_header(), unix_now())?;
+        let (claims, project) = {
+            let _span = self.stage(Stage::Auth).entered();
+            stage::auth::authenticate(&routing, session.req_header(), unix_now())?
+        };
+        ctx.span.record("iron.project", claims.prj.as_str());
+        ctx.span.record("iron.token_id", claims.sub.as_str());
         ctx.claims = Some(claims);
 
         if !route.inspects_body() {
@@ -114,12 +139,17 @@ impl IronProxy {
             }
         }
 
-        shared.metrics.stage(Stage::Read);
-        let raw = stage::read::read_body(session, shared.server.max_request_bytes).await?;
-        let mut body = stage::read::parse(raw, route)?;
+        let read = self.stage(Stage::Read);
+        let raw = stage::read::read_body(session, shared.server.max_request_bytes)
+            .instrument(read.clone())
+            .await?;
+        let mut body = read.in_scope(|| stage::read::parse(raw, route))?;
+        if let Some(model) = &body.model {
+            ctx.span.record("gen_ai.request.model", model.as_str());
+        }
 
         if route.inspects_body() {
-            shared.metrics.stage(Stage::Route);
+            let _span = self.stage(Stage::Route).entered();
             ctx.deployments =
                 stage::route::select(&routing, &project, route, body.model.as_deref())?;
             ctx.deployment = ctx.deployments.first().cloned();
@@ -129,25 +159,32 @@ impl IronProxy {
             .clone()
             .ok_or_else(|| ProxyError::new(ErrorCode::NotFound, "no provider for this request"))?;
 
-        shared.metrics.stage(Stage::Budget);
-        stage::budget::admit(shared, ctx, route, &body).await?;
+        stage::budget::admit(shared, ctx, route, &body)
+            .instrument(self.stage(Stage::Budget))
+            .await?;
 
-        shared.metrics.stage(Stage::Redact);
-        let redacted = shared.features.pii && stage::redact::redact(ctx, &project.pii, &mut body)?;
+        let redacted = {
+            let _span = self.stage(Stage::Redact).entered();
+            shared.features.pii && stage::redact::redact(ctx, &project.pii, &mut body)?
+        };
 
-        shared.metrics.stage(Stage::Rewrite);
+        let rewrite_span = self.stage(Stage::Rewrite).entered();
         ctx.client_wants_usage = body.include_usage;
         let changed = stage::rewrite::force_include_usage(route, &mut body) | redacted;
         let up_body = stage::rewrite::upstream_body(&body, changed)?;
         let req = session.req_header();
         let body_len = up_body.len();
-        let head_for =
-            |d: &crate::state::Deployment| stage::rewrite::rewrite(req, route, d, Some(body_len));
+        let upstream_span = self.stage(Stage::Upstream);
+        let head_for = |d: &crate::state::Deployment| {
+            let mut head = stage::rewrite::rewrite(req, route, d, Some(body_len))?;
+            crate::telemetry::inject(&upstream_span, &mut head);
+            Ok(head)
+        };
         // Build the head once now so a rewrite error surfaces before any upstream work.
         head_for(&dep)?;
         ctx.body = Some(body);
+        drop(rewrite_span);
 
-        shared.metrics.stage(Stage::Upstream);
         let deployments = std::mem::take(&mut ctx.deployments);
         let sent = stage::upstream::send(
             &shared.net,
@@ -156,6 +193,7 @@ impl IronProxy {
             head_for,
             up_body,
         )
+        .instrument(upstream_span.clone())
         .await;
         ctx.deployments = deployments;
         let mut ex = match sent {
@@ -167,6 +205,13 @@ impl IronProxy {
         };
         let dep = ex.deployment.clone();
         ctx.deployment = Some(dep.clone());
+        ctx.span.record("gen_ai.system", gen_ai_system(&dep));
+        upstream_span.record(
+            "http.response.status_code",
+            ex.session
+                .response_header()
+                .map_or(0, |h| h.status.as_u16()),
+        );
         ctx.upstream_wait += ex.ttfb;
         shared
             .metrics
@@ -181,8 +226,11 @@ impl IronProxy {
                 .inc_by((ex.attempts - 1) as u64);
         }
 
-        shared.metrics.stage(Stage::Stream);
-        let outcome = match stage::stream::relay(session, ctx, &mut ex, &dep).await {
+        let stream_span = self.stage(Stage::Stream);
+        let outcome = match stage::stream::relay(session, ctx, &mut ex, &dep)
+            .instrument(stream_span)
+            .await
+        {
             Ok(o) => o,
             Err(e) => {
                 stage::settle::settle(shared, ctx, stage::settle::Ending::NotServed);
@@ -197,7 +245,7 @@ impl IronProxy {
                 .await;
         }
 
-        shared.metrics.stage(Stage::Settle);
+        let _settle_span = self.stage(Stage::Settle).entered();
         if ctx.cut_off {
             if let Some(c) = ctx.claims.as_ref() {
                 shared
@@ -212,7 +260,29 @@ impl IronProxy {
             _ => stage::settle::Ending::Partial,
         };
         stage::settle::settle(shared, ctx, ending);
+        if let Some(u) = ctx.usage {
+            // i64: OpenTelemetry has no unsigned integers (u64 would export as a string).
+            let int = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            ctx.span
+                .record("gen_ai.usage.input_tokens", int(u.input_tokens));
+            ctx.span
+                .record("gen_ai.usage.output_tokens", int(u.output_tokens));
+        }
         Ok(Handled::Responded)
+    }
+
+    /// Counts a run of `stage` and returns its span (a no-op span unless traces are on).
+    fn stage(&self, stage: Stage) -> tracing::Span {
+        self.shared.metrics.stage(stage);
+        match stage {
+            Stage::Upstream => tracing::info_span!(
+                "iron.stage",
+                otel.name = "iron.upstream",
+                otel.kind = "client",
+                http.response.status_code = tracing::field::Empty
+            ),
+            _ => tracing::info_span!("iron.stage", otel.name = stage.span_name()),
+        }
     }
 
     async fn respond_error(&self, session: &mut Session, ctx: &mut RequestCtx, err: &ProxyError) {
@@ -255,7 +325,25 @@ impl ProxyHttp for IronProxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> pingora_error::Result<bool> {
-        match self.handle(session, ctx).await {
+        let route = ApiRoute::classify(session.req_header());
+        ctx.span = tracing::info_span!(
+            "iron.request",
+            otel.name = "iron.request",
+            otel.kind = "server",
+            iron.route = route.map_or("unknown", ApiRoute::as_str),
+            gen_ai.operation.name = route.map_or("", gen_ai_operation),
+            gen_ai.system = tracing::field::Empty,
+            gen_ai.request.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+            iron.project = tracing::field::Empty,
+            iron.token_id = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        crate::telemetry::adopt_parent(&ctx.span, session.req_header());
+        let span = ctx.span.clone();
+        let handled = self.handle(session, ctx).instrument(span).await;
+        match handled {
             Ok(Handled::Responded) => Ok(true),
             Ok(Handled::Forward) => Ok(false),
             Err(err) => {
@@ -337,6 +425,7 @@ impl ProxyHttp for IronProxy {
             .as_ref()
             .and_then(|b| b.model.as_deref())
             .unwrap_or("");
+        ctx.span.record("http.response.status_code", ctx.status);
         // Iron's own error code; for a provider error passed through, its HTTP status.
         let status_label;
         let code = match (ctx.error, e) {

@@ -263,6 +263,7 @@ impl BackgroundService for Reporter {
                 _ = shutdown.changed() => {
                     self.finish().await;
                     if self.exit_when_done {
+                        crate::telemetry::flush_global();
                         tracing::info!("drained: every request finished and every lease returned; exiting");
                         std::process::exit(0);
                     }

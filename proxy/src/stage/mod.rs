@@ -50,6 +50,21 @@ impl Stage {
         Stage::Settle,
     ];
 
+    /// The span name of the stage in traces.
+    pub const fn span_name(self) -> &'static str {
+        match self {
+            Stage::Auth => "iron.auth",
+            Stage::Route => "iron.route",
+            Stage::Read => "iron.read",
+            Stage::Budget => "iron.budget",
+            Stage::Redact => "iron.redact",
+            Stage::Rewrite => "iron.rewrite",
+            Stage::Upstream => "iron.upstream",
+            Stage::Stream => "iron.stream",
+            Stage::Settle => "iron.settle",
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Stage::Auth => "auth",
