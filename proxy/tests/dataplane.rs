@@ -181,6 +181,7 @@ async fn oversized_body_is_refused_before_upstream() {
         assert_eq!(resp.status(), 413);
     }
     assert_eq!(h.mock.request_count(), 0);
+    assert_eq!(h.mock.connections(), 0);
 }
 
 /// Missing, forged, foreign and expired tokens → 401 in the route's shape; malformed JSON →
@@ -264,6 +265,11 @@ async fn bad_tokens_and_bad_json_never_reach_upstream() {
         h.mock.request_count(),
         0,
         "no request may reach the upstream"
+    );
+    assert_eq!(
+        h.mock.connections(),
+        0,
+        "no upstream connection may even be opened"
     );
 }
 

@@ -30,7 +30,7 @@ pub mod scenario;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -94,6 +94,8 @@ pub(crate) struct Shared {
     seq: AtomicU64,
     record: AtomicBool,
     started: Instant,
+    /// TCP connections accepted (a request refused before upstream must open none).
+    connections: AtomicUsize,
 }
 
 impl Shared {
@@ -105,6 +107,7 @@ impl Shared {
             seq: AtomicU64::new(0),
             record: AtomicBool::new(true),
             started: Instant::now(),
+            connections: AtomicUsize::new(0),
         }
     }
 
@@ -279,6 +282,11 @@ impl MockUpstream {
         self.shared.stats.chunks_sent.load(Ordering::SeqCst)
     }
 
+    /// TCP connections accepted since start (not reset by [`MockUpstream::clear`]).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
     /// Poll `cond` every 10 ms until it holds; error after `timeout`. For counters that change
     /// asynchronously, e.g. `mock.wait_for(t, |m| m.streams_aborted() == 1)`.
     pub async fn wait_for(
@@ -312,6 +320,7 @@ async fn accept_loop(
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
+                    shared.connections.fetch_add(1, Ordering::SeqCst);
                     let _ = stream.set_nodelay(true);
                     tokio::spawn(serve_connection(stream, shared.clone(), shutdown.clone()));
                 }
