@@ -214,6 +214,25 @@ impl Ledger {
             .unwrap_or_default()
     }
 
+    /// The hot path of [`Ledger::reserve`]: takes `estimate` from the token's local slice
+    /// with one compare-and-swap, or `None` when the slice cannot cover it (no network).
+    pub fn try_reserve(
+        self: &Arc<Self>,
+        token_id: &str,
+        project_id: &str,
+        estimate: Money,
+    ) -> Option<Reservation> {
+        let slot = self.slot(token_id, project_id);
+        let amount = estimate.micros();
+        slot.take(amount).then(|| Reservation {
+            slot,
+            ledger: self.clone(),
+            held: amount,
+            charged: 0,
+            settled: false,
+        })
+    }
+
     /// Reserves `estimate` for a request of `token_id`.
     pub async fn reserve(
         self: &Arc<Self>,
@@ -221,22 +240,17 @@ impl Ledger {
         project_id: &str,
         estimate: Money,
     ) -> Result<Reservation, Refusal> {
-        let slot = self.slot(token_id, project_id);
-        let amount = estimate.micros();
-        if !slot.take(amount) {
-            self.refill(&slot, amount).await?;
-            if !slot.take(amount) {
-                return Err(Refusal::BudgetExceeded);
+        let reservation = match self.try_reserve(token_id, project_id, estimate) {
+            Some(r) => r,
+            None => {
+                let slot = self.slot(token_id, project_id);
+                self.refill(&slot, estimate.micros()).await?;
+                self.try_reserve(token_id, project_id, estimate)
+                    .ok_or(Refusal::BudgetExceeded)?
             }
-        }
-        self.maybe_extend_in_background(&slot).await;
-        Ok(Reservation {
-            slot,
-            ledger: self.clone(),
-            held: amount,
-            charged: 0,
-            settled: false,
-        })
+        };
+        self.maybe_extend_in_background(&reservation.slot).await;
+        Ok(reservation)
     }
 
     /// Gets at least `need` more into the slot from control (awaits; one caller at a time).
@@ -410,18 +424,28 @@ impl Reservation {
     /// Charges `cost` (one streamed chunk). False when the budget cannot pay for it: the
     /// caller cuts the stream off.
     pub async fn charge(&mut self, cost: Money) -> bool {
+        if self.try_charge(cost) {
+            return true;
+        }
+        let missing = cost.micros() - self.held;
+        // Ask control once; a denial means the money is gone.
+        if self.ledger.refill(&self.slot, missing).await.is_err() {
+            return false;
+        }
+        self.try_charge(cost)
+    }
+
+    /// The hot path of [`Reservation::charge`]: pays from the reservation, then from the
+    /// local slice (one compare-and-swap); false when neither covers it (no network).
+    pub fn try_charge(&mut self, cost: Money) -> bool {
         let c = cost.micros();
         if self.held >= c {
             self.held -= c;
             self.charged += c;
             return true;
         }
-        let missing = c - self.held;
-        if !self.slot.take(missing) {
-            // Ask control once; a denial means the money is gone.
-            if self.ledger.refill(&self.slot, missing).await.is_err() || !self.slot.take(missing) {
-                return false;
-            }
+        if !self.slot.take(c - self.held) {
+            return false;
         }
         self.held = 0;
         self.charged += c;
