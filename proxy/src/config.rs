@@ -424,6 +424,22 @@ fn load_secret(
     }
 }
 
+/// `px_<host>_<pid>`: unique across containers (where every pid is 1) and across processes.
+fn default_proxy_id(env: &dyn Env) -> String {
+    let host = env
+        .get("HOSTNAME")
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| {
+            h.trim()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+                .collect::<String>()
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into());
+    format!("px_{host}_{}", std::process::id())
+}
+
 fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
     let s = raw.server;
     if s.max_request_bytes == 0 || s.max_request_bytes > 1 << 30 {
@@ -609,9 +625,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
         min_output_tokens: b.min_output_tokens,
         fail_open_cap,
         spill_dir: b.spill_dir,
-        proxy_id: b
-            .proxy_id
-            .unwrap_or_else(|| format!("px_{}", std::process::id())),
+        proxy_id: b.proxy_id.unwrap_or_else(|| default_proxy_id(env)),
     };
     Ok(ProxyConfig {
         server,
