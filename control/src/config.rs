@@ -21,6 +21,12 @@
 //! [events]
 //! retain = 10000
 //! poll_interval_ms = 200
+//! [leases]
+//! ttl_secs = 60                # a lease not reported/extended for this long expires
+//! min_lease_usd = "0.0001"     # smallest adaptive slice
+//! sweep_interval_ms = 2000     # expiry sweep
+//! retain_secs = 604800         # tombstones and event ids kept for late/replayed reports
+//! max_report_bytes = 8388608   # body limit of the lease routes (reports carry events)
 //! ```
 //!
 //! Secrets: `IRON_MASTER_KEY` (32 bytes, base64), `IRON_MASTER_KEY_PREVIOUS` (comma-separated
@@ -38,6 +44,7 @@ use iron_core::transit::{MasterKey, MasterKeyring};
 use serde::Deserialize;
 
 use crate::keys::Secret;
+use crate::model::LeasePolicy;
 use crate::store::DEFAULT_EVENT_RETENTION;
 
 /// Reads environment variables. Production uses [`ProcessEnv`]; tests use [`MapEnv`].
@@ -119,6 +126,8 @@ struct RawConfig {
     security: RawSecurity,
     #[serde(default)]
     events: RawEvents,
+    #[serde(default)]
+    leases: RawLeases,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -155,6 +164,16 @@ struct RawEvents {
     keepalive_secs: Option<u64>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLeases {
+    ttl_secs: Option<u64>,
+    min_lease_usd: Option<String>,
+    sweep_interval_ms: Option<u64>,
+    retain_secs: Option<u64>,
+    max_report_bytes: Option<u64>,
+}
+
 /// Types of the keys that environment variables may override.
 #[derive(Clone, Copy)]
 enum Kind {
@@ -178,6 +197,11 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("events", "retain", Kind::Int),
     ("events", "poll_interval_ms", Kind::Int),
     ("events", "keepalive_secs", Kind::Int),
+    ("leases", "ttl_secs", Kind::Int),
+    ("leases", "min_lease_usd", Kind::Str),
+    ("leases", "sweep_interval_ms", Kind::Int),
+    ("leases", "retain_secs", Kind::Int),
+    ("leases", "max_report_bytes", Kind::Int),
 ];
 
 /// Log output format.
@@ -223,6 +247,26 @@ pub struct EventsConfig {
     pub keepalive: Duration,
 }
 
+/// The lease protocol (`design.md` §6).
+#[derive(Clone, Debug)]
+pub struct LeasesConfig {
+    pub policy: LeasePolicy,
+    /// How often each replica runs the expiry sweep.
+    pub sweep_interval: Duration,
+    /// Body limit of the `/internal/v1/leases` routes (reports carry usage events).
+    pub max_report_bytes: usize,
+}
+
+impl Default for LeasesConfig {
+    fn default() -> Self {
+        LeasesConfig {
+            policy: LeasePolicy::default(),
+            sweep_interval: Duration::from_secs(2),
+            max_report_bytes: DEFAULT_MAX_REPORT,
+        }
+    }
+}
+
 /// Secrets. No `Serialize`; `Debug` hides values.
 #[derive(Clone, Debug)]
 pub struct Secrets {
@@ -238,6 +282,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub security: SecurityConfig,
     pub events: EventsConfig,
+    pub leases: LeasesConfig,
     pub secrets: Secrets,
 }
 
@@ -245,6 +290,8 @@ pub struct Config {
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:7070";
 /// Default request body limit.
 pub const DEFAULT_MAX_BODY: usize = 64 * 1024;
+/// Default body limit of lease reports.
+pub const DEFAULT_MAX_REPORT: usize = 8 * 1024 * 1024;
 
 impl Config {
     /// A configuration for a single local process (`iron up`, tests): embedded store at
@@ -265,6 +312,7 @@ impl Config {
                 poll_interval: None,
                 keepalive: Duration::from_secs(15),
             },
+            leases: LeasesConfig::default(),
             secrets,
         }
     }
@@ -439,6 +487,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
         n if (1..=300).contains(&n) => Duration::from_secs(n),
         _ => return Err(invalid("events.keepalive_secs", "expected 1 to 300")),
     };
+    let leases = validate_leases(raw.leases)?;
     let sec = raw.security;
     let secrets = load_secrets(
         env,
@@ -462,7 +511,59 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
             poll_interval,
             keepalive,
         },
+        leases,
         secrets,
+    })
+}
+
+fn validate_leases(raw: RawLeases) -> Result<LeasesConfig, ConfigError> {
+    let d = LeasesConfig::default();
+    let ttl_secs = match raw.ttl_secs {
+        None => d.policy.ttl_secs,
+        Some(n) if (1..=86_400).contains(&n) => n,
+        Some(_) => return Err(invalid("leases.ttl_secs", "expected 1 to 86400")),
+    };
+    let min_lease = match raw.min_lease_usd.as_deref() {
+        None => d.policy.min_lease,
+        Some(v) => v
+            .parse::<iron_core::Money>()
+            .map_err(|e| invalid("leases.min_lease_usd", e.to_string()))?,
+    };
+    let sweep_interval = match raw.sweep_interval_ms {
+        None => d.sweep_interval,
+        Some(n) if (50..=600_000).contains(&n) => Duration::from_millis(n),
+        Some(_) => {
+            return Err(invalid("leases.sweep_interval_ms", "expected 50 to 600000"));
+        }
+    };
+    let retain_secs = match raw.retain_secs {
+        None => d.policy.retain_secs,
+        Some(n) if n >= ttl_secs.max(60) => n,
+        Some(_) => {
+            return Err(invalid(
+                "leases.retain_secs",
+                "expected at least 60 and at least leases.ttl_secs",
+            ));
+        }
+    };
+    let max_report_bytes = match raw.max_report_bytes {
+        None => d.max_report_bytes,
+        Some(n) if (65_536..=256 * 1024 * 1024).contains(&n) => n as usize,
+        Some(_) => {
+            return Err(invalid(
+                "leases.max_report_bytes",
+                "expected 65536 to 268435456",
+            ));
+        }
+    };
+    Ok(LeasesConfig {
+        policy: LeasePolicy {
+            ttl_secs,
+            min_lease,
+            retain_secs,
+        },
+        sweep_interval,
+        max_report_bytes,
     })
 }
 
@@ -664,6 +765,33 @@ mod tests {
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("0123456789abcdef0123"), "{dbg}");
         assert!(!dbg.contains("iron_ak_0123"), "{dbg}");
+    }
+
+    #[test]
+    fn lease_settings() {
+        let c = load(None, &env(&[])).unwrap();
+        assert_eq!(c.leases.policy, LeasePolicy::default());
+        let f = write(
+            "[leases]\nttl_secs = 3\nmin_lease_usd = \"0.000050\"\nsweep_interval_ms = 200\n",
+        );
+        let c = load(Some(f.path()), &env(&[("IRON_LEASES__RETAIN_SECS", "120")])).unwrap();
+        assert_eq!(c.leases.policy.ttl_secs, 3);
+        assert_eq!(c.leases.policy.min_lease, iron_core::Money(50));
+        assert_eq!(c.leases.policy.retain_secs, 120);
+        assert_eq!(c.leases.sweep_interval, Duration::from_millis(200));
+        for (k, v, path) in [
+            ("IRON_LEASES__TTL_SECS", "0", "leases.ttl_secs"),
+            ("IRON_LEASES__MIN_LEASE_USD", "-1", "leases.min_lease_usd"),
+            ("IRON_LEASES__RETAIN_SECS", "5", "leases.retain_secs"),
+            (
+                "IRON_LEASES__SWEEP_INTERVAL_MS",
+                "1",
+                "leases.sweep_interval_ms",
+            ),
+        ] {
+            let e = load(None, &env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(path), "{k}={v}: {e}");
+        }
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! # iron-control
 //!
-//! Iron's control service (`design.md` §9, §10): projects, IC tokens, provider deployments
-//! and budgets behind a REST API, plus the internal API that proxies poll and stream.
+//! Iron's control service (`design.md` §6, §9, §10): projects, IC tokens, provider
+//! deployments and budgets behind a REST API, plus the internal API that proxies poll and
+//! stream, and the lease protocol through which they borrow budget and report usage
+//! (`api::leases` → `service` leases → atomic store operations; an expiry sweep runs in the
+//! background).
 //!
 //! Flow: `config` (TOML + env) → `server::build_state` (store, master-key check, signing
 //! key, bootstrap admin key, event poller) → `api::app` (axum router) → handlers in `api::*`

@@ -3,7 +3,9 @@
 //!
 //! `iron_control_http_requests_total{route,status}` is counted by the request-log
 //! middleware (route = the matched route template, so cardinality stays low). Budget gauges
-//! are computed from the store at scrape time, so every replica reports the same values.
+//! (`iron_control_budget_{limit,spent,leased}_microdollars{project}`, current period) and
+//! `iron_control_leases_active` are computed from the store at scrape time, so every replica
+//! reports the same values.
 
 use prometheus::{Encoder, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
@@ -15,6 +17,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     budget_limit: IntGaugeVec,
     budget_spent: IntGaugeVec,
+    budget_leased: IntGaugeVec,
     leases_active: IntGauge,
 }
 
@@ -48,6 +51,13 @@ impl Metrics {
             ),
             &["project"],
         )?;
+        let budget_leased = IntGaugeVec::new(
+            Opts::new(
+                "iron_control_budget_leased_microdollars",
+                "Granted to proxies in open leases, not yet reported as spent",
+            ),
+            &["project"],
+        )?;
         let leases_active = IntGauge::new(
             "iron_control_leases_active",
             "Budget leases currently held by proxies",
@@ -55,12 +65,14 @@ impl Metrics {
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(budget_limit.clone()))?;
         registry.register(Box::new(budget_spent.clone()))?;
+        registry.register(Box::new(budget_leased.clone()))?;
         registry.register(Box::new(leases_active.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
             budget_limit,
             budget_spent,
+            budget_leased,
             leases_active,
         })
     }
@@ -75,18 +87,25 @@ impl Metrics {
         .await?;
         self.budget_limit.reset();
         self.budget_spent.reset();
+        self.budget_leased.reset();
+        let gauge = |m: iron_core::Money| i64::try_from(m.micros()).unwrap_or(i64::MAX);
+        let mut leases = 0u64;
         for p in &projects {
-            let usage = svc.store.budget_usage(&p.id, None).await?;
-            let limit = p.budget.limit.map_or(0, |m| m.micros());
+            let usage = svc.budget_usage(p).await?;
+            let label = [p.id.as_str()];
             self.budget_limit
-                .with_label_values(&[p.id.as_str()])
-                .set(i64::try_from(limit).unwrap_or(i64::MAX));
+                .with_label_values(&label)
+                .set(gauge(p.budget.limit.unwrap_or_default()));
             self.budget_spent
-                .with_label_values(&[p.id.as_str()])
-                .set(i64::try_from(usage.spent.micros()).unwrap_or(i64::MAX));
+                .with_label_values(&label)
+                .set(gauge(usage.spent));
+            self.budget_leased
+                .with_label_values(&label)
+                .set(gauge(usage.leased));
+            leases = leases.saturating_add(usage.leases);
         }
-        // Leases arrive with the lease protocol.
-        self.leases_active.set(0);
+        self.leases_active
+            .set(i64::try_from(leases).unwrap_or(i64::MAX));
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)

@@ -243,9 +243,165 @@ pub struct EventBatch {
 /// Budget consumption of a project (or a token) in the current period.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BudgetUsage {
+    /// Spent in the current period (reported spend + leases that expired unreported).
     pub spent: Money,
-    /// Granted to proxies in open leases, not yet reported.
+    /// Granted to proxies in open leases, not yet reported as spent.
     pub leased: Money,
+    /// Open leases.
+    pub leases: u64,
+}
+
+impl BudgetUsage {
+    /// `limit − spent − leased` (saturating), `None` when `limit` is `None` (unlimited).
+    pub fn remaining(&self, limit: Option<Money>) -> Option<Money> {
+        limit.map(|l| l.saturating_sub(self.spent).saturating_sub(self.leased))
+    }
+}
+
+/// Where a lease is in its life (`design.md` §6).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaseState {
+    /// Held by a proxy: `granted − spent` is outstanding on the budgets.
+    #[default]
+    Open,
+    /// Passed `expires_at` without a final report: the unreported part was charged as
+    /// spent. A later report revives it; a release corrects it to the real spend.
+    Expired,
+    /// Returned by the proxy (`DELETE`); kept as a tombstone so replays are idempotent.
+    Released,
+}
+
+/// A budget lease (`lse_<ulid>`) as stored. Money is cumulative for the lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub id: String,
+    pub token_id: String,
+    pub project_id: String,
+    pub proxy_id: String,
+    /// Everything granted on this lease (first grant + extensions).
+    pub granted: Money,
+    /// Cumulative spend of the last applied report.
+    pub spent: Money,
+    /// `seq` of the last applied report (0 = none yet).
+    pub seq: u64,
+    /// Unix seconds; pushed by every extension and report.
+    pub expires_at: Timestamp,
+    pub state: LeaseState,
+    /// The token's budget period when the lease was granted.
+    pub token_period: Period,
+    /// What the expiry charged as spent (state `Expired`), and to which period keys.
+    pub expiry_charge: Money,
+    pub expiry_project_key: String,
+    pub expiry_token_key: String,
+    pub created_at: Timestamp,
+    /// When the tombstone of an expired or released lease is dropped (0 while open).
+    pub purge_at: Timestamp,
+}
+
+impl LeaseRecord {
+    /// What this lease holds on its budgets: `granted − spent` while open, else nothing.
+    pub fn outstanding(&self) -> Money {
+        match self.state {
+            LeaseState::Open => self.granted.saturating_sub(self.spent),
+            LeaseState::Expired | LeaseState::Released => Money::ZERO,
+        }
+    }
+}
+
+/// How leases are sized and how long they live (`[leases]` in `control.toml`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LeasePolicy {
+    /// Lifetime of a lease without a report or extension (default 60 s).
+    pub ttl_secs: u64,
+    /// Smallest adaptive slice (default 100 µ$); never more than what is left.
+    pub min_lease: Money,
+    /// How long tombstones of expired/released leases (and event ids for de-duplication)
+    /// are kept, so late and replayed reports are still recognised (default 7 days).
+    pub retain_secs: u64,
+}
+
+/// Largest amount granted at once: keeps every amount exact in Redis Lua numbers (2^53).
+pub const MAX_GRANT: Money = Money(1_000_000_000_000_000);
+
+impl Default for LeasePolicy {
+    fn default() -> Self {
+        LeasePolicy {
+            ttl_secs: 60,
+            min_lease: Money(100),
+            retain_secs: 7 * 24 * 3600,
+        }
+    }
+}
+
+/// Result of one expiry sweep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepStats {
+    /// Open leases past `expires_at` now counted as fully spent.
+    pub expired: u64,
+    /// Tombstones dropped after the retention.
+    pub purged: u64,
+}
+
+/// Usage listing filters (all optional, combined with AND). Times are unix milliseconds of
+/// the event (`at_ms`): `since` inclusive, `until` exclusive.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageFilter {
+    pub project: Option<String>,
+    pub token: Option<String>,
+    pub model: Option<String>,
+    pub since_ms: Option<u64>,
+    pub until_ms: Option<u64>,
+}
+
+impl UsageFilter {
+    pub fn matches(&self, e: &iron_core::lease::UsageEvent) -> bool {
+        self.project.as_ref().is_none_or(|p| *p == e.project_id)
+            && self.token.as_ref().is_none_or(|t| *t == e.token_id)
+            && self.model.as_ref().is_none_or(|m| *m == e.model)
+            && self.since_ms.is_none_or(|s| e.at_ms >= s)
+            && self.until_ms.is_none_or(|u| e.at_ms < u)
+    }
+}
+
+/// Usage entries examined per listing call before a partial page is returned with a
+/// cursor to resume from (filters that match rarely).
+pub const USAGE_SCAN_BUDGET: usize = 10_000;
+
+/// The counter key of the budget period containing `now` (UTC): `total`, `d2026-11-28`
+/// or `m2026-11`. Spend is kept per key, so a new day or month starts at zero.
+pub fn period_key(period: Period, now: Timestamp) -> String {
+    let (y, m, d) = civil_date(now);
+    match period {
+        Period::Total => "total".to_owned(),
+        Period::Daily => format!("d{y:04}-{m:02}-{d:02}"),
+        Period::Monthly => format!("m{y:04}-{m:02}"),
+    }
+}
+
+/// The `(day, month)` parts used by [`period_key`]: `("2026-11-28", "2026-11")`.
+pub fn period_parts(now: Timestamp) -> (String, String) {
+    let (y, m, d) = civil_date(now);
+    (format!("{y:04}-{m:02}-{d:02}"), format!("{y:04}-{m:02}"))
+}
+
+/// UTC calendar date of a unix timestamp (days-from-civil inverse, H. Hinnant).
+pub fn civil_date(ts: Timestamp) -> (i64, u32, u32) {
+    let days = i64::try_from(ts / 86_400).unwrap_or(i64::MAX / 2);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 /// An admin price override (micro-dollars per million tokens).
@@ -308,4 +464,30 @@ pub fn new_id(prefix: &str) -> String {
 /// Current unix time in seconds.
 pub fn now() -> Timestamp {
     iron_core::token::unix_now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_and_period_keys() {
+        assert_eq!(civil_date(0), (1970, 1, 1));
+        // 2026-11-28T23:59:59Z and one second later.
+        let before = 1_795_910_399;
+        assert_eq!(civil_date(before), (2026, 11, 28));
+        assert_eq!(civil_date(before + 1), (2026, 11, 29));
+        assert_eq!(period_key(Period::Daily, before), "d2026-11-28");
+        assert_eq!(period_key(Period::Daily, before + 1), "d2026-11-29");
+        assert_eq!(period_key(Period::Monthly, before), "m2026-11");
+        assert_eq!(period_key(Period::Total, before), "total");
+        // Leap day and year end.
+        assert_eq!(civil_date(1_709_164_800), (2024, 2, 29));
+        assert_eq!(civil_date(1_735_689_599), (2024, 12, 31));
+        assert_eq!(civil_date(1_735_689_600), (2025, 1, 1));
+        assert_eq!(
+            period_parts(1_735_689_600),
+            ("2025-01-01".to_owned(), "2025-01".to_owned())
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! Building and running the control server: config → store → [`Service`] → router.
 //!
 //! [`build_state`] opens the store, checks the master key, makes sure a signing key exists,
-//! registers the bootstrap admin key, and starts the event-log poller when configured.
+//! registers the bootstrap admin key, and starts the background tasks: the event-log poller
+//! (when configured) and the lease expiry sweep.
 //! [`serve`] runs the router on a listener until a shutdown future resolves. `main.rs` and
 //! `iron up` both go through these two functions.
 
@@ -14,7 +15,7 @@ use tokio::sync::watch;
 use crate::AppState;
 use crate::config::{Config, StoreConfig};
 use crate::error::ApiError;
-use crate::service::{MasterKeyError, Service};
+use crate::service::{Clock, MasterKeyError, Service, SystemClock};
 use crate::store::embedded::EmbeddedStore;
 use crate::store::redis::RedisStore;
 use crate::store::{Store, StoreError};
@@ -70,7 +71,7 @@ impl std::fmt::Debug for Control {
 }
 
 impl Control {
-    /// Stops background tasks (the event poller).
+    /// Stops background tasks (the event poller, the lease sweep).
     pub fn stop_background(&self) {
         let _ = self.stop.send(true);
     }
@@ -87,6 +88,15 @@ pub async fn build_with_store(
     cfg: &Config,
     store: Arc<dyn Store>,
 ) -> Result<Control, StartupError> {
+    build_with_clock(cfg, store, Arc::new(SystemClock)).await
+}
+
+/// [`build_with_store`] with the lease protocol's time taken from `clock` (tests).
+pub async fn build_with_clock(
+    cfg: &Config,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+) -> Result<Control, StartupError> {
     let mut svc = Service::new(
         store.clone(),
         cfg.secrets.master_keys.clone(),
@@ -95,19 +105,27 @@ pub async fn build_with_store(
     );
     svc.keepalive = cfg.events.keepalive;
     svc.max_body_bytes = cfg.server.max_body_bytes;
+    svc.max_report_bytes = cfg.leases.max_report_bytes;
+    svc.leases = cfg.leases.policy;
+    svc.clock = clock;
     svc.check_master_key().await?;
     svc.ensure_signing_key().await?;
     if let Some(key) = &cfg.secrets.bootstrap_admin_key {
         svc.ensure_bootstrap_key(key).await?;
     }
     let svc = Arc::new(svc);
-    let (stop, mut stopped) = watch::channel(false);
+    let (stop, stopped) = watch::channel(false);
+    let until_stopped = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
     if let Some(interval) = cfg.events.poll_interval {
         let bus = svc.bus.clone();
-        tokio::spawn(bus.run_poller(store, interval, async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        }));
+        tokio::spawn(bus.run_poller(store, interval, until_stopped(stopped.clone())));
     }
+    tokio::spawn(
+        svc.clone()
+            .run_lease_sweeper(cfg.leases.sweep_interval, until_stopped(stopped)),
+    );
     let metrics =
         crate::metrics::Metrics::new().map_err(|e| StartupError::Init(format!("metrics: {e}")))?;
     Ok(Control {

@@ -8,13 +8,15 @@
 use std::sync::Arc;
 
 use iron_control::model::{
-    ApiKeyRecord, AuditEvent, AuditFilter, Budget, PageRequest, Period, PriceOverride, Project,
-    Provider, Role, SigningKeyRecord, SigningKeyState, TokenRecord,
+    ApiKeyRecord, AuditEvent, AuditFilter, Budget, LeasePolicy, LeaseState, PageRequest, Period,
+    PriceOverride, Project, Provider, Role, SigningKeyRecord, SigningKeyState, TokenRecord,
+    UsageFilter,
 };
 use iron_control::store::embedded::EmbeddedStore;
 use iron_control::store::redis::RedisStore;
 use iron_control::store::{Store, StoreError};
 use iron_core::Money;
+use iron_core::lease::{Denial, LeaseGrant, LeaseReport, LeaseRequest, UsageEvent};
 use iron_core::token::SigningKey;
 use iron_core::transit::MasterKey;
 use iron_core::wire::{ControlEvent, ProviderKind};
@@ -97,6 +99,15 @@ async fn conformance(store: Arc<dyn Store>) {
     audit_log(&*store).await;
     event_log(&*store).await;
     budgets_and_prices(&*store).await;
+    leases_grant_and_deny(&*store).await;
+    leases_report_extend_release(&*store).await;
+    leases_expire_and_late_reports(&*store).await;
+    leases_charge_token_and_project(&*store).await;
+    leases_daily_rollover_at_utc_midnight(&*store).await;
+    leases_monthly_period(&*store).await;
+    usage_listing(&*store).await;
+    leases_concurrent_grants_never_exceed_the_limit(store.clone()).await;
+    leases_gone_with_their_project(&*store).await;
 }
 
 async fn projects(s: &dyn Store) {
@@ -559,11 +570,18 @@ async fn budgets_and_prices(s: &dyn Store) {
     s.create_project(&project("prj_BU", "budget"))
         .await
         .unwrap();
-    let u = s.budget_usage("prj_BU", None).await.unwrap();
-    assert_eq!((u.spent, u.leased), (Money::ZERO, Money::ZERO));
+    let u = s.budget_usage("prj_BU", None, NOW).await.unwrap();
+    assert_eq!((u.spent, u.leased, u.leases), (Money::ZERO, Money::ZERO, 0));
     assert_eq!(
-        s.budget_usage("prj_BU", Some("tok_x")).await.unwrap().spent,
+        s.budget_usage("prj_BU", Some("tok_x"), NOW)
+            .await
+            .unwrap()
+            .spent,
         Money::ZERO
+    );
+    assert_eq!(
+        s.budget_usage("prj_nope", None, NOW).await.unwrap(),
+        Default::default()
     );
     let price = |model: &str, input| PriceOverride {
         model: model.into(),
@@ -665,6 +683,26 @@ async fn redis_keys_are_hash_tagged_per_project() {
         .append_event(&ControlEvent::ConfigChanged, NOW)
         .await
         .unwrap();
+    // Lease activity: grant, report with an event, expiry, release.
+    let lease = store
+        .grant_lease(&ask("tok_1", 1_000), &new_lease(), NOW, &POLICY)
+        .await
+        .unwrap()
+        .lease_id;
+    store
+        .report_lease(
+            &lease,
+            &rep(1, 10, vec![event("evt_k", 10, "m", 1)]),
+            NOW,
+            &POLICY,
+        )
+        .await
+        .unwrap();
+    store.expire_leases(NOW + 61, &POLICY).await.unwrap();
+    store
+        .release_lease(&lease, &rep(2, 10, vec![]), NOW + 62, &POLICY)
+        .await
+        .unwrap();
     let client = redis::Client::open(redis.url()).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -680,5 +718,934 @@ async fn redis_keys_are_hash_tagged_per_project() {
         );
     }
     assert!(keys.contains(&"iron:{prj_A}:project".to_string()));
+    for k in [
+        "iron:{prj_A}:budget",
+        "iron:{prj_A}:leases",
+        "iron:{prj_A}:leases:gone",
+        "iron:{prj_A}:usage",
+        "iron:{prj_A}:usage:ids",
+        "iron:{g}:leases",
+    ] {
+        assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
+    }
     assert!(keys.contains(&"iron:{prj_A}:token:tok_1".to_string()));
+}
+
+// --- leases -------------------------------------------------------------------------------
+
+const POLICY: LeasePolicy = LeasePolicy {
+    ttl_secs: 60,
+    min_lease: Money(100),
+    retain_secs: 3600,
+};
+
+fn budget_project(id: &str, limit: Option<u64>, period: Period) -> Project {
+    Project {
+        budget: Budget {
+            limit: limit.map(Money),
+            period,
+        },
+        ..project(id, id)
+    }
+}
+
+fn budget_token(id: &str, project_id: &str, limit: Option<u64>, period: Period) -> TokenRecord {
+    TokenRecord {
+        budget: Budget {
+            limit: limit.map(Money),
+            period,
+        },
+        ..token(id, project_id, NOW + 10 * 365 * 86_400)
+    }
+}
+
+async fn setup(s: &dyn Store, prj: Project, toks: &[TokenRecord]) {
+    s.create_project(&prj).await.unwrap();
+    for t in toks {
+        s.create_token(t).await.unwrap();
+    }
+}
+
+fn ask(token: &str, requested: u64) -> LeaseRequest {
+    LeaseRequest {
+        proxy_id: "px_test".into(),
+        token_id: token.into(),
+        requested: Money(requested),
+    }
+}
+
+fn new_lease() -> String {
+    iron_control::model::new_id("lse")
+}
+
+async fn grant(s: &dyn Store, token: &str, requested: u64, now: u64) -> LeaseGrant {
+    s.grant_lease(&ask(token, requested), &new_lease(), now, &POLICY)
+        .await
+        .unwrap()
+}
+
+fn event(id: &str, cost: u64, model: &str, at_ms: u64) -> UsageEvent {
+    UsageEvent {
+        id: id.into(),
+        token_id: "tok_claimed_by_proxy".into(),
+        project_id: "prj_claimed_by_proxy".into(),
+        provider_id: "prv_1".into(),
+        model: model.into(),
+        input_tokens: 10,
+        cached_input_tokens: 0,
+        cache_write_tokens: 0,
+        output_tokens: 20,
+        cost: Money(cost),
+        status: 200,
+        cut_off: false,
+        at_ms,
+    }
+}
+
+fn rep(seq: u64, spent: u64, events: Vec<UsageEvent>) -> LeaseReport {
+    LeaseReport {
+        seq,
+        spent: Money(spent),
+        events,
+    }
+}
+
+/// (spent, leased, open leases) of a project, or of a token, at `now`.
+async fn usage_at(s: &dyn Store, prj: &str, tok: Option<&str>, now: u64) -> (u64, u64, u64) {
+    let u = s.budget_usage(prj, tok, now).await.unwrap();
+    (u.spent.0, u.leased.0, u.leases)
+}
+
+async fn events_of(s: &dyn Store, prj: &str) -> Vec<UsageEvent> {
+    let filter = UsageFilter {
+        project: Some(prj.into()),
+        ..Default::default()
+    };
+    s.list_usage(&filter, &page(1000, None))
+        .await
+        .unwrap()
+        .items
+}
+
+async fn leases_grant_and_deny(s: &dyn Store) {
+    let mut revoked = budget_token("tok_G_rev", "prj_LG", None, Period::Total);
+    revoked.revoked_at = Some(NOW - 5);
+    let expired = token("tok_G_exp", "prj_LG", NOW - 1);
+    setup(
+        s,
+        budget_project("prj_LG", Some(10_000), Period::Total),
+        &[
+            budget_token("tok_G", "prj_LG", None, Period::Total),
+            revoked,
+            expired,
+        ],
+    )
+    .await;
+    s.revoke_token("tok_G_rev", NOW - 5).await.unwrap();
+
+    let unknown = grant(s, "tok_nope", 1_000, NOW).await;
+    assert_eq!(
+        (unknown.denied, unknown.granted, unknown.lease_id.as_str()),
+        (Some(Denial::UnknownToken), Money::ZERO, "")
+    );
+    for t in ["tok_G_rev", "tok_G_exp"] {
+        let g = grant(s, t, 1_000, NOW).await;
+        assert_eq!(
+            (g.denied, g.granted),
+            (Some(Denial::TokenRevoked), Money::ZERO),
+            "{t}"
+        );
+    }
+    assert_eq!(
+        usage_at(s, "prj_LG", None, NOW).await,
+        (0, 0, 0),
+        "denials hold nothing"
+    );
+
+    // Alone: what is asked. The lease record holds what was granted.
+    let id = new_lease();
+    let g1 = s
+        .grant_lease(&ask("tok_G", 4_000), &id, NOW, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        g1,
+        LeaseGrant {
+            lease_id: id.clone(),
+            granted: Money(4_000),
+            expires_at: NOW + 60,
+            budget_remaining: Money(6_000),
+            denied: None,
+        }
+    );
+    let l = s.get_lease(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            l.state,
+            l.granted,
+            l.spent,
+            l.seq,
+            l.proxy_id.as_str(),
+            l.token_id.as_str(),
+            l.project_id.as_str()
+        ),
+        (
+            LeaseState::Open,
+            Money(4_000),
+            Money::ZERO,
+            0,
+            "px_test",
+            "tok_G",
+            "prj_LG"
+        )
+    );
+    assert!(l.id.starts_with("lse_"));
+    assert_eq!(usage_at(s, "prj_LG", None, NOW).await, (0, 4_000, 1));
+    assert_eq!(
+        usage_at(s, "prj_LG", Some("tok_G"), NOW).await,
+        (0, 4_000, 1)
+    );
+
+    // Adaptive: 6000 left, one other lease → a third; then 4000 left, two others → a fifth.
+    let g2 = grant(s, "tok_G", 10_000, NOW).await;
+    assert_eq!(
+        (g2.granted, g2.budget_remaining),
+        (Money(2_000), Money(4_000))
+    );
+    let g3 = grant(s, "tok_G", 10_000, NOW).await;
+    assert_eq!(
+        (g3.granted, g3.budget_remaining),
+        (Money(800), Money(3_200))
+    );
+    // Near the end the slices are the minimum, never more than what is left.
+    let mut total = 4_000 + 2_000 + 800;
+    loop {
+        let g = grant(s, "tok_G", 10_000, NOW).await;
+        if g.denied.is_some() {
+            assert_eq!(
+                (g.denied, g.granted, g.budget_remaining),
+                (Some(Denial::BudgetExceeded), Money::ZERO, Money::ZERO)
+            );
+            break;
+        }
+        assert!(
+            g.granted.0 >= 100 || g.budget_remaining == Money::ZERO,
+            "{g:?}"
+        );
+        total += g.granted.0;
+        assert!(total <= 10_000);
+    }
+    assert_eq!(total, 10_000, "the whole budget was handed out");
+    assert_eq!(usage_at(s, "prj_LG", None, NOW).await.1, 10_000);
+
+    // Unlimited project: what is asked.
+    setup(
+        s,
+        budget_project("prj_LG_unl", None, Period::Total),
+        &[budget_token("tok_G_unl", "prj_LG_unl", None, Period::Total)],
+    )
+    .await;
+    let g = grant(s, "tok_G_unl", 123_456_789, NOW).await;
+    assert_eq!(
+        (g.granted, g.denied, g.budget_remaining),
+        (Money(123_456_789), None, Money(u64::MAX))
+    );
+}
+
+async fn leases_report_extend_release(s: &dyn Store) {
+    setup(
+        s,
+        budget_project("prj_LR", Some(100_000), Period::Total),
+        &[budget_token("tok_R", "prj_LR", None, Period::Total)],
+    )
+    .await;
+    let id = new_lease();
+    s.grant_lease(&ask("tok_R", 10_000), &id, NOW, &POLICY)
+        .await
+        .unwrap();
+
+    let r1 = rep(
+        1,
+        3_000,
+        vec![
+            event("evt_1", 1_000, "gpt-4o", 1),
+            event("evt_2", 2_000, "gpt-4o-mini", 2),
+        ],
+    );
+    let ack = s.report_lease(&id, &r1, NOW + 1, &POLICY).await.unwrap();
+    assert_eq!(
+        (ack.lease_remaining, ack.budget_remaining, ack.revoked),
+        (Money(7_000), Money(90_000), false)
+    );
+    assert_eq!(
+        usage_at(s, "prj_LR", None, NOW + 1).await,
+        (3_000, 7_000, 1)
+    );
+    assert_eq!(
+        usage_at(s, "prj_LR", Some("tok_R"), NOW + 1).await,
+        (3_000, 7_000, 1)
+    );
+    let l = s.get_lease(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (l.seq, l.spent, l.expires_at),
+        (1, Money(3_000), NOW + 61),
+        "a report pushes the expiry"
+    );
+
+    // The same report again (a replay): nothing changes, the same ack.
+    let again = s.report_lease(&id, &r1, NOW + 2, &POLICY).await.unwrap();
+    assert_eq!(again, ack);
+    assert_eq!(
+        usage_at(s, "prj_LR", None, NOW + 2).await,
+        (3_000, 7_000, 1)
+    );
+    assert_eq!(events_of(s, "prj_LR").await.len(), 2);
+
+    // Next seq; an event id already recorded is not recorded twice.
+    let r2 = rep(
+        2,
+        5_000,
+        vec![
+            event("evt_2", 2_000, "gpt-4o-mini", 2),
+            event("evt_3", 2_000, "gpt-4o", 3),
+        ],
+    );
+    s.report_lease(&id, &r2, NOW + 3, &POLICY).await.unwrap();
+    assert_eq!(
+        usage_at(s, "prj_LR", None, NOW + 3).await,
+        (5_000, 5_000, 1)
+    );
+    let evs = events_of(s, "prj_LR").await;
+    assert_eq!(
+        evs.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["evt_1", "evt_2", "evt_3"]
+    );
+    assert!(
+        evs.iter()
+            .all(|e| e.project_id == "prj_LR" && e.token_id == "tok_R"),
+        "events are stored under the lease's project and token"
+    );
+    // An older seq changes nothing either.
+    s.report_lease(
+        &id,
+        &rep(1, 9_999, vec![event("evt_old", 1, "m", 1)]),
+        NOW + 3,
+        &POLICY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        usage_at(s, "prj_LR", None, NOW + 3).await,
+        (5_000, 5_000, 1)
+    );
+    assert_eq!(events_of(s, "prj_LR").await.len(), 3);
+
+    // Extend: alone on the budget → what is asked; the expiry moves.
+    let e = s
+        .extend_lease(&id, Money(5_000), NOW + 4, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        (e.lease_id.as_str(), e.granted, e.expires_at, e.denied),
+        (id.as_str(), Money(5_000), NOW + 64, None)
+    );
+    assert_eq!(
+        usage_at(s, "prj_LR", None, NOW + 4).await,
+        (5_000, 10_000, 1)
+    );
+
+    // Spend beyond the grant (15000) is recorded and reduces what is left.
+    let ack = s
+        .report_lease(&id, &rep(3, 16_000, vec![]), NOW + 5, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ack.lease_remaining, ack.budget_remaining),
+        (Money::ZERO, Money(84_000))
+    );
+    assert_eq!(usage_at(s, "prj_LR", None, NOW + 5).await, (16_000, 0, 1));
+    // Extending an overspent lease backs the new grant in full.
+    let e = s
+        .extend_lease(&id, Money(1_000), NOW + 6, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(e.granted, Money(1_000));
+    assert_eq!(
+        usage_at(s, "prj_LR", None, NOW + 6).await,
+        (16_000, 1_000, 1)
+    );
+
+    // Release: final report, the unspent part goes back.
+    let fin = rep(4, 16_500, vec![event("evt_4", 500, "gpt-4o", 4)]);
+    let ack = s.release_lease(&id, &fin, NOW + 7, &POLICY).await.unwrap();
+    assert_eq!(
+        (ack.lease_remaining, ack.budget_remaining),
+        (Money::ZERO, Money(83_500))
+    );
+    assert_eq!(usage_at(s, "prj_LR", None, NOW + 7).await, (16_500, 0, 0));
+    assert_eq!(
+        s.get_lease(&id).await.unwrap().unwrap().state,
+        LeaseState::Released
+    );
+    // A replayed release (same seq) changes nothing and still answers.
+    let again = s.release_lease(&id, &fin, NOW + 8, &POLICY).await.unwrap();
+    assert_eq!(again, ack);
+    assert_eq!(usage_at(s, "prj_LR", None, NOW + 8).await, (16_500, 0, 0));
+    assert_eq!(events_of(s, "prj_LR").await.len(), 4);
+    // A released lease cannot be extended; unknown leases are not found.
+    for e in [
+        s.extend_lease(&id, Money(1), NOW + 9, &POLICY)
+            .await
+            .unwrap_err(),
+        s.extend_lease("lse_nope", Money(1), NOW + 9, &POLICY)
+            .await
+            .unwrap_err(),
+        s.report_lease("lse_nope", &fin, NOW + 9, &POLICY)
+            .await
+            .unwrap_err(),
+        s.release_lease("lse_nope", &fin, NOW + 9, &POLICY)
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(matches!(e, StoreError::NotFound { .. }), "{e:?}");
+    }
+    assert!(s.get_lease("lse_nope").await.unwrap().is_none());
+    // Σ usage events == spent.
+    let sum: u64 = events_of(s, "prj_LR").await.iter().map(|e| e.cost.0).sum();
+    assert_eq!(sum, 5_500, "{sum}");
+
+    // A revoked token: the ack says so, spend is still recorded, no extension.
+    let id2 = new_lease();
+    s.grant_lease(&ask("tok_R", 1_000), &id2, NOW + 10, &POLICY)
+        .await
+        .unwrap();
+    s.revoke_token("tok_R", NOW + 11).await.unwrap();
+    let ack = s
+        .report_lease(&id2, &rep(1, 200, vec![]), NOW + 12, &POLICY)
+        .await
+        .unwrap();
+    assert!(ack.revoked);
+    let e = s
+        .extend_lease(&id2, Money(1_000), NOW + 12, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        (e.denied, e.granted),
+        (Some(Denial::TokenRevoked), Money::ZERO)
+    );
+    s.release_lease(&id2, &rep(2, 200, vec![]), NOW + 13, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(usage_at(s, "prj_LR", None, NOW + 13).await, (16_700, 0, 0));
+}
+
+async fn leases_expire_and_late_reports(s: &dyn Store) {
+    setup(
+        s,
+        budget_project("prj_LX", Some(50_000), Period::Total),
+        &[budget_token("tok_X", "prj_LX", None, Period::Total)],
+    )
+    .await;
+    let t0 = NOW + 1_000;
+    // Leases of the earlier steps expire first, so the counts below are this project's.
+    s.expire_leases(t0 - 1, &POLICY).await.unwrap();
+    let id = new_lease();
+    s.grant_lease(&ask("tok_X", 10_000), &id, t0, &POLICY)
+        .await
+        .unwrap();
+    s.report_lease(
+        &id,
+        &rep(1, 2_000, vec![event("evt_x1", 2_000, "m", 1)]),
+        t0,
+        &POLICY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(s.expire_leases(t0 + 59, &POLICY).await.unwrap().expired, 0);
+    assert_eq!(
+        usage_at(s, "prj_LX", None, t0 + 59).await,
+        (2_000, 8_000, 1)
+    );
+
+    // Past expires_at without a final report: fully spent.
+    assert_eq!(s.expire_leases(t0 + 60, &POLICY).await.unwrap().expired, 1);
+    assert_eq!(usage_at(s, "prj_LX", None, t0 + 60).await, (10_000, 0, 0));
+    assert_eq!(
+        usage_at(s, "prj_LX", Some("tok_X"), t0 + 60).await,
+        (10_000, 0, 0)
+    );
+    let l = s.get_lease(&id).await.unwrap().unwrap();
+    assert_eq!(
+        (l.state, l.expiry_charge),
+        (LeaseState::Expired, Money(8_000))
+    );
+    assert_eq!(
+        s.expire_leases(t0 + 61, &POLICY).await.unwrap().expired,
+        0,
+        "once"
+    );
+
+    // A late report: the proxy is alive and still holds the lease; the charge moves back to
+    // outstanding and the real spend is recorded.
+    let late = rep(2, 3_000, vec![event("evt_x2", 1_000, "m", 2)]);
+    let ack = s.report_lease(&id, &late, t0 + 70, &POLICY).await.unwrap();
+    assert_eq!(
+        (ack.lease_remaining, ack.budget_remaining),
+        (Money(7_000), Money(40_000))
+    );
+    assert_eq!(
+        usage_at(s, "prj_LX", None, t0 + 70).await,
+        (3_000, 7_000, 1)
+    );
+    assert_eq!(
+        s.get_lease(&id).await.unwrap().unwrap().state,
+        LeaseState::Open
+    );
+    s.report_lease(&id, &late, t0 + 71, &POLICY).await.unwrap();
+    assert_eq!(
+        usage_at(s, "prj_LX", None, t0 + 71).await,
+        (3_000, 7_000, 1),
+        "idempotent"
+    );
+
+    // Expires again (the report pushed the expiry to t0 + 130), then the final report
+    // arrives late: corrected to the real spend, the rest returned.
+    assert_eq!(s.expire_leases(t0 + 129, &POLICY).await.unwrap().expired, 0);
+    assert_eq!(s.expire_leases(t0 + 130, &POLICY).await.unwrap().expired, 1);
+    assert_eq!(usage_at(s, "prj_LX", None, t0 + 130).await, (10_000, 0, 0));
+    let fin = rep(3, 3_500, vec![event("evt_x3", 500, "m", 3)]);
+    let ack = s.release_lease(&id, &fin, t0 + 200, &POLICY).await.unwrap();
+    assert_eq!(
+        (ack.lease_remaining, ack.budget_remaining),
+        (Money::ZERO, Money(46_500))
+    );
+    assert_eq!(usage_at(s, "prj_LX", None, t0 + 200).await, (3_500, 0, 0));
+    s.release_lease(&id, &fin, t0 + 201, &POLICY).await.unwrap();
+    assert_eq!(
+        usage_at(s, "prj_LX", None, t0 + 201).await,
+        (3_500, 0, 0),
+        "idempotent"
+    );
+    let sum: u64 = events_of(s, "prj_LX").await.iter().map(|e| e.cost.0).sum();
+    assert_eq!(sum, 3_500, "Σ usage events == spent");
+
+    // An expired lease that is extended comes back to life with more money.
+    let id2 = new_lease();
+    s.grant_lease(&ask("tok_X", 5_000), &id2, t0 + 300, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(s.expire_leases(t0 + 360, &POLICY).await.unwrap().expired, 1);
+    assert_eq!(usage_at(s, "prj_LX", None, t0 + 360).await, (8_500, 0, 0));
+    let e = s
+        .extend_lease(&id2, Money(1_000), t0 + 361, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        (e.granted, e.denied, e.expires_at),
+        (Money(1_000), None, t0 + 421)
+    );
+    assert_eq!(
+        usage_at(s, "prj_LX", None, t0 + 361).await,
+        (3_500, 6_000, 1)
+    );
+    // A release without a report returns everything.
+    s.release_lease(&id2, &rep(0, 0, vec![]), t0 + 362, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(usage_at(s, "prj_LX", None, t0 + 362).await, (3_500, 0, 0));
+
+    // Tombstones go after the retention; then the lease is unknown.
+    let stats = s.expire_leases(t0 + 362 + 3_600, &POLICY).await.unwrap();
+    assert!(stats.purged >= 2, "{stats:?}");
+    assert!(s.get_lease(&id).await.unwrap().is_none());
+    let e = s
+        .report_lease(&id, &rep(9, 1, vec![]), t0 + 4_000, &POLICY)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }), "{e:?}");
+    assert_eq!(usage_at(s, "prj_LX", None, t0 + 4_000).await, (3_500, 0, 0));
+}
+
+async fn leases_charge_token_and_project(s: &dyn Store) {
+    setup(
+        s,
+        budget_project("prj_LT", Some(100_000), Period::Total),
+        &[
+            budget_token("tok_T_own", "prj_LT", Some(3_000), Period::Total),
+            budget_token("tok_T_free", "prj_LT", None, Period::Total),
+        ],
+    )
+    .await;
+    let id = new_lease();
+    let g = s
+        .grant_lease(&ask("tok_T_own", 10_000), &id, NOW, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        (g.granted, g.budget_remaining),
+        (Money(3_000), Money::ZERO),
+        "the token's budget is the tighter one"
+    );
+    assert_eq!(usage_at(s, "prj_LT", None, NOW).await, (0, 3_000, 1));
+    assert_eq!(
+        usage_at(s, "prj_LT", Some("tok_T_own"), NOW).await,
+        (0, 3_000, 1)
+    );
+    let denied = grant(s, "tok_T_own", 10_000, NOW).await;
+    assert_eq!(denied.denied, Some(Denial::BudgetExceeded));
+    s.release_lease(&id, &rep(1, 2_500, vec![]), NOW + 1, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(usage_at(s, "prj_LT", None, NOW + 1).await, (2_500, 0, 0));
+    assert_eq!(
+        usage_at(s, "prj_LT", Some("tok_T_own"), NOW + 1).await,
+        (2_500, 0, 0)
+    );
+    let g = grant(s, "tok_T_own", 10_000, NOW + 2).await;
+    assert_eq!(g.granted, Money(500), "what is left of the token's budget");
+    // The other token draws on the project alone; both charge the project.
+    let g2 = grant(s, "tok_T_free", 200_000, NOW + 2).await;
+    assert_eq!(g2.granted, Money((100_000 - 2_500 - 500) / 3));
+    assert_eq!(
+        usage_at(s, "prj_LT", Some("tok_T_free"), NOW + 2).await,
+        (0, g2.granted.0, 1)
+    );
+    assert_eq!(
+        usage_at(s, "prj_LT", None, NOW + 2).await,
+        (2_500, 500 + g2.granted.0, 2)
+    );
+    // A project budget smaller than a token's is the binding one.
+    setup(
+        s,
+        budget_project("prj_LT2", Some(1_000), Period::Total),
+        &[budget_token(
+            "tok_T2",
+            "prj_LT2",
+            Some(50_000),
+            Period::Total,
+        )],
+    )
+    .await;
+    assert_eq!(grant(s, "tok_T2", 10_000, NOW).await.granted, Money(1_000));
+    assert_eq!(
+        grant(s, "tok_T2", 10_000, NOW).await.denied,
+        Some(Denial::BudgetExceeded)
+    );
+}
+
+/// 2026-11-29T00:00:00Z.
+const MIDNIGHT: u64 = 1_795_910_400;
+
+async fn leases_daily_rollover_at_utc_midnight(s: &dyn Store) {
+    setup(
+        s,
+        budget_project("prj_LD", Some(1_000), Period::Daily),
+        &[budget_token("tok_D", "prj_LD", None, Period::Total)],
+    )
+    .await;
+    let before = MIDNIGHT - 10;
+    let id = new_lease();
+    let g = s
+        .grant_lease(&ask("tok_D", 5_000), &id, before, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(g.granted, Money(1_000));
+    s.release_lease(&id, &rep(1, 1_000, vec![]), before + 1, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        grant(s, "tok_D", 5_000, MIDNIGHT - 1).await.denied,
+        Some(Denial::BudgetExceeded)
+    );
+    assert_eq!(
+        usage_at(s, "prj_LD", None, MIDNIGHT - 1).await,
+        (1_000, 0, 0)
+    );
+
+    // A new UTC day: a fresh budget; yesterday's spend stays yesterday's.
+    assert_eq!(usage_at(s, "prj_LD", None, MIDNIGHT).await, (0, 0, 0));
+    let id2 = new_lease();
+    let g = s
+        .grant_lease(&ask("tok_D", 600), &id2, MIDNIGHT, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!((g.granted, g.budget_remaining), (Money(600), Money(400)));
+    assert_eq!(usage_at(s, "prj_LD", None, MIDNIGHT - 1).await.0, 1_000);
+    // A lease open across the next midnight still counts against the new day.
+    let next = MIDNIGHT + 86_400;
+    s.report_lease(&id2, &rep(1, 100, vec![]), next - 5, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(usage_at(s, "prj_LD", None, next - 5).await, (100, 500, 1));
+    assert_eq!(usage_at(s, "prj_LD", None, next).await, (0, 500, 1));
+    let g = grant(s, "tok_D", 5_000, next).await;
+    assert_eq!(
+        g.granted,
+        Money(500 / 3),
+        "1000 − 500 outstanding, shared with the open lease"
+    );
+}
+
+async fn leases_monthly_period(s: &dyn Store) {
+    // 2026-11-30T23:59:00Z → 2026-12-01.
+    let end_of_month = 1_796_083_140;
+    setup(
+        s,
+        budget_project("prj_LM", Some(5_000), Period::Monthly),
+        &[budget_token("tok_M", "prj_LM", Some(2_000), Period::Daily)],
+    )
+    .await;
+    let id = new_lease();
+    s.grant_lease(&ask("tok_M", 2_000), &id, end_of_month, &POLICY)
+        .await
+        .unwrap();
+    s.release_lease(&id, &rep(1, 2_000, vec![]), end_of_month, &POLICY)
+        .await
+        .unwrap();
+    assert_eq!(
+        grant(s, "tok_M", 1_000, end_of_month).await.denied,
+        Some(Denial::BudgetExceeded),
+        "the token's day is spent"
+    );
+    let next_day = end_of_month + 60;
+    assert_eq!(
+        usage_at(s, "prj_LM", None, next_day).await.0,
+        0,
+        "a new month"
+    );
+    assert_eq!(
+        usage_at(s, "prj_LM", Some("tok_M"), next_day).await.0,
+        0,
+        "a new day"
+    );
+    assert_eq!(
+        grant(s, "tok_M", 1_000, next_day).await.granted,
+        Money(1_000)
+    );
+}
+
+async fn usage_listing(s: &dyn Store) {
+    setup(
+        s,
+        budget_project("prj_LU1", None, Period::Total),
+        &[
+            budget_token("tok_U1", "prj_LU1", None, Period::Total),
+            budget_token("tok_U1b", "prj_LU1", None, Period::Total),
+        ],
+    )
+    .await;
+    setup(
+        s,
+        budget_project("prj_LU2", None, Period::Total),
+        &[budget_token("tok_U2", "prj_LU2", None, Period::Total)],
+    )
+    .await;
+    let a = grant(s, "tok_U1", 1_000_000, NOW).await.lease_id;
+    let b = grant(s, "tok_U1b", 1_000_000, NOW).await.lease_id;
+    let c = grant(s, "tok_U2", 1_000_000, NOW).await.lease_id;
+    let evs = |prefix: &str, from: u64, n: u64, model: &str| -> Vec<UsageEvent> {
+        (from..from + n)
+            .map(|i| event(&format!("evt_{prefix}{i:03}"), i, model, 1_000 * i))
+            .collect()
+    };
+    s.report_lease(&a, &rep(1, 1, evs("a", 0, 5, "gpt-4o")), NOW, &POLICY)
+        .await
+        .unwrap();
+    s.report_lease(&c, &rep(1, 1, evs("c", 0, 3, "gpt-4o")), NOW, &POLICY)
+        .await
+        .unwrap();
+    s.report_lease(&b, &rep(1, 1, evs("b", 5, 4, "gpt-4o-mini")), NOW, &POLICY)
+        .await
+        .unwrap();
+    s.report_lease(&a, &rep(2, 2, evs("a", 9, 3, "gpt-4o-mini")), NOW, &POLICY)
+        .await
+        .unwrap();
+
+    // One project, pages of 5, in the order recorded.
+    let f = UsageFilter {
+        project: Some("prj_LU1".into()),
+        ..Default::default()
+    };
+    let mut ids = Vec::new();
+    let mut cursor = None;
+    loop {
+        let p = s.list_usage(&f, &page(5, cursor)).await.unwrap();
+        assert!(p.items.len() <= 5);
+        ids.extend(p.items.into_iter().map(|e| e.id));
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let want: Vec<String> = [
+        "a000", "a001", "a002", "a003", "a004", "b005", "b006", "b007", "b008", "a009", "a010",
+        "a011",
+    ]
+    .iter()
+    .map(|s| format!("evt_{s}"))
+    .collect();
+    assert_eq!(ids, want);
+
+    // Filters: token, model, time (at_ms; since inclusive, until exclusive).
+    let count = |f: UsageFilter| async move {
+        let mut n = 0;
+        let mut cursor = None;
+        loop {
+            let p = s.list_usage(&f, &page(2, cursor)).await.unwrap();
+            n += p.items.len();
+            match p.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return n,
+            }
+        }
+    };
+    let base = || UsageFilter {
+        project: Some("prj_LU1".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        count(UsageFilter {
+            token: Some("tok_U1b".into()),
+            ..base()
+        })
+        .await,
+        4
+    );
+    assert_eq!(
+        count(UsageFilter {
+            model: Some("gpt-4o-mini".into()),
+            ..base()
+        })
+        .await,
+        7
+    );
+    assert_eq!(
+        count(UsageFilter {
+            since_ms: Some(5_000),
+            until_ms: Some(10_000),
+            ..base()
+        })
+        .await,
+        5
+    );
+    assert_eq!(
+        count(UsageFilter {
+            token: Some("tok_U2".into()),
+            ..base()
+        })
+        .await,
+        0
+    );
+    // Every project: all of them, each once.
+    let mut all = Vec::new();
+    let mut cursor = None;
+    let only_u = |e: &UsageEvent| e.project_id.starts_with("prj_LU");
+    loop {
+        let p = s
+            .list_usage(&UsageFilter::default(), &page(4, cursor))
+            .await
+            .unwrap();
+        all.extend(p.items.into_iter().filter(only_u).map(|e| e.id));
+        match p.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(all.len(), 15);
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 15);
+}
+
+async fn leases_concurrent_grants_never_exceed_the_limit(s: Arc<dyn Store>) {
+    let limit = 200_000u64;
+    let tokens: Vec<String> = (0..4).map(|i| format!("tok_C{i}")).collect();
+    let toks: Vec<TokenRecord> = tokens
+        .iter()
+        .map(|t| budget_token(t, "prj_LC", None, Period::Total))
+        .collect();
+    setup(
+        &*s,
+        budget_project("prj_LC", Some(limit), Period::Total),
+        &toks,
+    )
+    .await;
+    let mut tasks = Vec::new();
+    for i in 0..48u64 {
+        let s = s.clone();
+        let token = tokens[(i % 4) as usize].clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let requested = 1_000 + (i * 7_919) % 20_000;
+                let g = grant(&*s, &token, requested, NOW).await;
+                if g.denied.is_some() {
+                    assert_eq!(g.denied, Some(Denial::BudgetExceeded));
+                    return mine;
+                }
+                assert!(g.granted.0 > 0 && g.granted.0 <= requested);
+                mine.push((g.lease_id, g.granted.0));
+            }
+        }));
+    }
+    let mut leases = Vec::new();
+    for t in tasks {
+        leases.extend(t.await.unwrap());
+    }
+    let total: u64 = leases.iter().map(|(_, g)| g).sum();
+    assert_eq!(total, limit, "granted in total");
+    assert_eq!(
+        usage_at(&*s, "prj_LC", None, NOW).await,
+        (0, limit, leases.len() as u64)
+    );
+
+    // Concurrent final reports: half of every lease spent, the rest back.
+    let mut tasks = Vec::new();
+    for (id, g) in leases.clone() {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let ev = event(&format!("evt_{id}"), g / 2, "m", 1);
+            s.release_lease(&id, &rep(1, g / 2, vec![ev]), NOW + 1, &POLICY)
+                .await
+                .unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let spent: u64 = leases.iter().map(|(_, g)| g / 2).sum();
+    assert_eq!(usage_at(&*s, "prj_LC", None, NOW + 1).await, (spent, 0, 0));
+    let sum: u64 = events_of(&*s, "prj_LC")
+        .await
+        .iter()
+        .map(|e| e.cost.0)
+        .sum();
+    assert_eq!(sum, spent);
+}
+
+async fn leases_gone_with_their_project(s: &dyn Store) {
+    setup(
+        s,
+        budget_project("prj_LZ", Some(10_000), Period::Total),
+        &[budget_token("tok_Z", "prj_LZ", None, Period::Total)],
+    )
+    .await;
+    let id = grant(s, "tok_Z", 1_000, NOW).await.lease_id;
+    s.report_lease(
+        &id,
+        &rep(1, 10, vec![event("evt_z", 10, "m", 1)]),
+        NOW,
+        &POLICY,
+    )
+    .await
+    .unwrap();
+    s.delete_project("prj_LZ", NOW).await.unwrap();
+    assert!(s.get_lease(&id).await.unwrap().is_none());
+    let e = s
+        .report_lease(&id, &rep(2, 20, vec![]), NOW, &POLICY)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::NotFound { .. }), "{e:?}");
+    assert!(events_of(s, "prj_LZ").await.is_empty());
+    assert_eq!(usage_at(s, "prj_LZ", None, NOW).await, (0, 0, 0));
 }

@@ -612,7 +612,14 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
     }
     let fail_open_cap = match b.fail_mode.as_str() {
         "closed" => None,
-        "open" => Some(money("budget.fail_open_cap_usd", &b.fail_open_cap_usd)?),
+        "open" => {
+            // Not built yet: refuse rather than silently fail closed anyway.
+            let _ = money("budget.fail_open_cap_usd", &b.fail_open_cap_usd)?;
+            return Err(invalid(
+                "budget.fail_mode",
+                "`open` is not supported yet; use `closed`",
+            ));
+        }
         other => {
             return Err(invalid(
                 "budget.fail_mode",

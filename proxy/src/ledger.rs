@@ -21,6 +21,9 @@ use iron_core::lease::{
     Denial, ExtendRequest, LeaseGrant, LeaseReport, LeaseRequest, ReportAck, UsageEvent,
 };
 
+/// Queued usage events per slot that trigger a report before the 1 s tick.
+pub const REPORT_BATCH: usize = 100;
+
 /// Errors talking to the lease authority.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LeaseError {
@@ -95,6 +98,10 @@ pub struct Slot {
     extending: AtomicBool,
     lease: tokio::sync::Mutex<Option<LeaseState>>,
     events: Mutex<Vec<UsageEvent>>,
+    /// Reservations alive on this slot.
+    active: std::sync::atomic::AtomicUsize,
+    /// When the slot was last reserved from (unix ms).
+    last_used_ms: AtomicU64,
 }
 
 impl std::fmt::Debug for Slot {
@@ -146,6 +153,8 @@ pub struct Ledger {
     proxy_id: String,
     cfg: LedgerConfig,
     slots: RwLock<HashMap<String, Arc<Slot>>>,
+    /// Signalled when a slot has [`REPORT_BATCH`] events queued.
+    batch: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -166,6 +175,9 @@ pub struct Reservation {
     /// Charged so far (estimate-independent: what the metered chunks cost).
     charged: u64,
     settled: bool,
+    /// For the usage event of a request that ends without settling.
+    provider: String,
+    model: String,
 }
 
 impl Ledger {
@@ -175,7 +187,38 @@ impl Ledger {
             proxy_id,
             cfg,
             slots: RwLock::new(HashMap::new()),
+            batch: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Completes when some slot has [`REPORT_BATCH`] events queued.
+    pub async fn batch_ready(&self) {
+        self.batch.notified().await;
+    }
+
+    /// Drops a lease that control no longer knows (its money is gone with it).
+    pub async fn forget_lease(&self, slot: &Slot) {
+        let mut lease = slot.lease.lock().await;
+        *lease = None;
+        slot.available.store(0, Ordering::Release);
+        slot.spent.store(0, Ordering::Release);
+    }
+
+    /// The final report of an idle slot's lease (no reservation alive, unused for `idle`),
+    /// taking the lease: the caller returns it to control.
+    pub async fn release_if_idle(
+        &self,
+        slot: &Slot,
+        idle: std::time::Duration,
+    ) -> Option<(String, LeaseReport)> {
+        let now = unix_ms();
+        let last = slot.last_used_ms.load(Ordering::Acquire);
+        if slot.active.load(Ordering::Acquire) > 0
+            || now.saturating_sub(last) < idle.as_millis() as u64
+        {
+            return None;
+        }
+        self.final_report(slot).await
     }
 
     pub fn slot(&self, token_id: &str, project_id: &str) -> Arc<Slot> {
@@ -202,6 +245,8 @@ impl Ledger {
                     extending: AtomicBool::new(false),
                     lease: tokio::sync::Mutex::new(None),
                     events: Mutex::new(Vec::new()),
+                    active: std::sync::atomic::AtomicUsize::new(0),
+                    last_used_ms: AtomicU64::new(unix_ms()),
                 })
             })
             .clone()
@@ -224,11 +269,18 @@ impl Ledger {
     ) -> Option<Reservation> {
         let slot = self.slot(token_id, project_id);
         let amount = estimate.micros();
-        slot.take(amount).then(|| Reservation {
+        if !slot.take(amount) {
+            return None;
+        }
+        slot.active.fetch_add(1, Ordering::AcqRel);
+        slot.last_used_ms.store(unix_ms(), Ordering::Release);
+        Some(Reservation {
             slot,
             ledger: self.clone(),
             held: amount,
             charged: 0,
+            provider: String::new(),
+            model: String::new(),
             settled: false,
         })
     }
@@ -463,11 +515,18 @@ impl Reservation {
         self.finish(cost.micros(), event);
     }
 
+    /// Names the provider and model for the usage event of an unsettled end.
+    pub fn describe(&mut self, provider: &str, model: &str) {
+        provider.clone_into(&mut self.provider);
+        model.clone_into(&mut self.model);
+    }
+
     fn finish(&mut self, cost: u64, event: Option<UsageEvent>) {
         if self.settled {
             return;
         }
         self.settled = true;
+        self.slot.active.fetch_sub(1, Ordering::AcqRel);
         // Everything taken from the slot for this request: held + charged.
         let taken = self.held + self.charged;
         if cost <= taken {
@@ -488,6 +547,9 @@ impl Reservation {
             && let Ok(mut q) = self.slot.events.lock()
         {
             q.push(e);
+            if q.len() >= REPORT_BATCH {
+                self.ledger.batch.notify_one();
+            }
         }
     }
 }
@@ -496,8 +558,27 @@ impl Drop for Reservation {
     /// A request that ends without settling (client gone before any usage) costs what
     /// was charged for the chunks that streamed.
     fn drop(&mut self) {
-        let charged = self.charged;
-        self.finish(charged, None);
+        if self.settled {
+            return;
+        }
+        // Every spend has its usage event (Σ events == spend).
+        let cost = self.charged;
+        let event = (cost > 0).then(|| UsageEvent {
+            id: format!("evt_{}", ulid::Ulid::new()),
+            token_id: self.slot.token_id.clone(),
+            project_id: self.slot.project_id.clone(),
+            provider_id: std::mem::take(&mut self.provider),
+            model: std::mem::take(&mut self.model),
+            input_tokens: 0,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: 0,
+            cost: Money(cost),
+            status: 499,
+            cut_off: false,
+            at_ms: unix_ms(),
+        });
+        self.finish(cost, event);
     }
 }
 
@@ -647,6 +728,12 @@ impl LeaseApi for LocalLeases {
         }
         Ok(())
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn ulid_like() -> String {

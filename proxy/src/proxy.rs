@@ -246,14 +246,14 @@ impl IronProxy {
         }
 
         let _settle_span = self.stage(Stage::Settle).entered();
-        if ctx.cut_off {
-            if let Some(c) = ctx.claims.as_ref() {
-                shared
-                    .metrics
-                    .cutoffs
-                    .with_label_values(&[c.prj.as_str()])
-                    .inc();
-            }
+        if ctx.cut_off
+            && let Some(c) = ctx.claims.as_ref()
+        {
+            shared
+                .metrics
+                .cutoffs
+                .with_label_values(&[c.prj.as_str()])
+                .inc();
         }
         let ending = match outcome {
             stage::stream::Outcome::Complete if !ctx.cut_off => stage::settle::Ending::Answered,

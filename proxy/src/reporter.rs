@@ -22,10 +22,12 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 
-use crate::ledger::Ledger;
+use crate::ledger::{LeaseError, Ledger};
 
-/// Report interval.
+/// Report interval (a report also goes out as soon as a slot queues [`crate::ledger::REPORT_BATCH`] events).
 pub const INTERVAL: Duration = Duration::from_secs(1);
+/// A lease unused for this long is returned to control.
+pub const IDLE_RELEASE: Duration = Duration::from_secs(20);
 
 #[derive(Debug, Serialize, Deserialize)]
 struct SpillEntry {
@@ -142,13 +144,24 @@ impl Reporter {
         let api = self.ledger.api();
         let mut sent = 0;
         for e in &entries {
-            let ok = if e.release {
-                api.release(&e.lease_id, e.report.clone()).await.is_ok()
+            let result = if e.release {
+                api.release(&e.lease_id, e.report.clone()).await
             } else {
-                api.report(&e.lease_id, e.report.clone()).await.is_ok()
+                api.report(&e.lease_id, e.report.clone()).await.map(|_| ())
             };
-            if !ok {
-                break;
+            match result {
+                Ok(()) => {}
+                // Control is still away: keep this entry and everything after it, in order.
+                Err(LeaseError::Unreachable(_)) => break,
+                // Control answered and will never take this entry (unknown lease past its
+                // retention, malformed): keeping it would block every later report forever.
+                Err(err) => tracing::error!(
+                    lease = %e.lease_id,
+                    seq = e.report.seq,
+                    events = e.report.events.len(),
+                    error = %err,
+                    "control refused a spilled usage report; dropping it"
+                ),
             }
             sent += 1;
         }
@@ -194,24 +207,43 @@ impl Reporter {
         let drained = self.replay().await;
         let mut failed = Vec::new();
         for slot in self.ledger.slots() {
-            let Some((lease_id, report)) = self.ledger.take_report(&slot).await else {
-                continue;
+            // A lease nobody uses goes back to the budget (other replicas may need it) instead
+            // of expiring at control and counting as spent.
+            let (lease_id, report, release) = match self.ledger.take_report(&slot).await {
+                Some((id, r)) => (id, r, false),
+                None => match self.ledger.release_if_idle(&slot, IDLE_RELEASE).await {
+                    Some((id, r)) => (id, r, true),
+                    None => continue,
+                },
             };
             if !drained || !failed.is_empty() {
                 failed.push(SpillEntry {
                     lease_id,
-                    release: false,
+                    release,
                     report,
                 });
                 continue;
             }
-            match self.ledger.api().report(&lease_id, report.clone()).await {
-                Ok(ack) => self.ledger.apply_ack(&slot, &ack),
-                Err(_) => failed.push(SpillEntry {
+            let api = self.ledger.api();
+            let result = if release {
+                api.release(&lease_id, report.clone()).await
+            } else {
+                api.report(&lease_id, report.clone())
+                    .await
+                    .map(|ack| self.ledger.apply_ack(&slot, &ack))
+            };
+            match result {
+                Ok(()) => {}
+                Err(LeaseError::Unreachable(_)) => failed.push(SpillEntry {
                     lease_id,
-                    release: false,
+                    release,
                     report,
                 }),
+                Err(err) => {
+                    tracing::error!(lease = %lease_id, error = %err, "control refused a usage report");
+                    // The lease is gone at control: the next request starts a new one.
+                    self.ledger.forget_lease(&slot).await;
+                }
             }
         }
         self.spill_or_log(failed);
@@ -260,6 +292,7 @@ impl BackgroundService for Reporter {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(INTERVAL) => self.round().await,
+                _ = self.ledger.batch_ready() => self.round().await,
                 _ = shutdown.changed() => {
                     self.finish().await;
                     if self.exit_when_done {

@@ -37,10 +37,10 @@ async fn otlp_receiver() -> (std::net::SocketAddr, Arc<Mutex<Vec<serde_json::Val
                                 .await
                                 .map(|b| b.to_bytes())
                                 .unwrap_or_default();
-                            if path == "/v1/traces" {
-                                if let Ok(v) = serde_json::from_slice(&body) {
-                                    store.lock().unwrap().push(v);
-                                }
+                            if path == "/v1/traces"
+                                && let Ok(v) = serde_json::from_slice(&body)
+                            {
+                                store.lock().unwrap().push(v);
                             }
                             Ok::<_, std::convert::Infallible>(
                                 hyper::Response::builder()

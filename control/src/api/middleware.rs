@@ -80,6 +80,10 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         Some(ErrorDetail(detail)) => tracing::warn!(
             %method, %path, status, latency_ms, request_id = %rid, error = %detail, "request failed"
         ),
+        // Proxies call the lease routes every second: successes only at debug level.
+        None if status < 400 && path.starts_with("/internal/v1/leases") => {
+            tracing::debug!(%method, %path, status, latency_ms, request_id = %rid, "request");
+        }
         None => tracing::info!(%method, %path, status, latency_ms, request_id = %rid, "request"),
     }
     if let Ok(v) = HeaderValue::from_str(&rid) {

@@ -13,6 +13,7 @@ pub mod events;
 pub mod extract;
 pub mod health;
 pub mod internal;
+pub mod leases;
 pub mod middleware;
 pub mod pricing;
 pub mod projects;
@@ -121,6 +122,15 @@ fn internal_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(internal::events))
 }
 
+/// The lease routes (proxy secret, larger body limit).
+fn lease_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(leases::grant))
+        .routes(routes!(leases::release))
+        .routes(routes!(leases::extend))
+        .routes(routes!(leases::report))
+}
+
 fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(health::health))
@@ -131,7 +141,14 @@ fn public_routes() -> OpenApiRouter<AppState> {
 fn assemble(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let mut v1 = v1_routes();
     let mut internal = internal_routes();
+    let mut lease = lease_routes();
     if let Some(state) = state {
+        lease = lease
+            .layer(DefaultBodyLimit::max(state.svc.max_report_bytes))
+            .route_layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                middleware::require_proxy_secret,
+            ));
         v1 = v1.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             middleware::require_api_key,
@@ -144,6 +161,7 @@ fn assemble(state: Option<&AppState>) -> (Router<AppState>, utoipa::openapi::Ope
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(v1)
         .merge(internal)
+        .merge(lease)
         .merge(public_routes())
         .split_for_parts()
 }

@@ -1,10 +1,14 @@
-//! `/v1/pricing`: model prices (USD per million tokens). Lists a small built-in default
-//! table (a stub until core ships the versioned pricing table) merged with admin overrides
-//! stored in control; `PUT /v1/pricing/{model}` sets an override.
+//! `/v1/pricing`: model prices (USD per million tokens): the versioned default table that
+//! ships in core (`iron_core::pricing::PriceTable::builtin()`, `core/data/pricing.toml`)
+//! with the admin overrides stored in control on top; `PUT /v1/pricing/{model}` sets an
+//! override (it wins over the default, also for the model's dated snapshots).
+
+use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, State};
 use iron_core::Money;
+use iron_core::pricing::{ModelPrice, PriceTable};
 use iron_core::wire::ControlEvent;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -16,23 +20,14 @@ use crate::error::{ApiError, ErrorBody};
 use crate::model::{PriceOverride, now};
 use crate::validate::UsdAmount;
 
-/// Built-in defaults: (model, input, cached input, output) in micro-dollars per 1M tokens.
-const DEFAULTS: &[(&str, u64, u64, u64)] = &[
-    ("gpt-4o", 2_500_000, 1_250_000, 10_000_000),
-    ("gpt-4o-mini", 150_000, 75_000, 600_000),
-    ("gpt-4.1", 2_000_000, 500_000, 8_000_000),
-    ("gpt-4.1-mini", 400_000, 100_000, 1_600_000),
-    ("o3", 2_000_000, 500_000, 8_000_000),
-    ("claude-sonnet-4", 3_000_000, 300_000, 15_000_000),
-    ("claude-3-5-haiku", 800_000, 80_000, 4_000_000),
-];
-
 #[derive(Serialize, ToSchema)]
 pub struct PriceView {
     pub model: String,
     /// USD per million input tokens.
     pub input_per_mtok_usd: String,
     pub cached_input_per_mtok_usd: Option<String>,
+    /// USD per million prompt tokens written to the provider's cache (Anthropic).
+    pub cache_write_per_mtok_usd: Option<String>,
     pub output_per_mtok_usd: String,
     /// `default` or `override`.
     pub source: String,
@@ -49,13 +44,47 @@ pub struct SetPrice {
     pub output_per_mtok_usd: UsdAmount,
 }
 
+/// An override as a core price: cached input defaults to the input rate, cache writes to
+/// 1.25 × input (as in the default table).
+pub fn model_price(p: &PriceOverride) -> ModelPrice {
+    let input = p.input.micros();
+    ModelPrice {
+        input,
+        cached_input: p.cached_input.map_or(input, Money::micros),
+        cache_write: u64::try_from((u128::from(input) * 5).div_ceil(4)).unwrap_or(u64::MAX),
+        output: p.output.micros(),
+        long_context: None,
+    }
+}
+
+/// The effective price table: the built-in defaults with `overrides` on top.
+pub fn price_table(overrides: &[PriceOverride]) -> PriceTable {
+    let o: HashMap<String, ModelPrice> = overrides
+        .iter()
+        .map(|p| (p.model.clone(), model_price(p)))
+        .collect();
+    PriceTable::builtin().clone().with_overrides(o)
+}
+
 fn override_view(p: PriceOverride) -> PriceView {
     PriceView {
         model: p.model,
         input_per_mtok_usd: usd(p.input),
         cached_input_per_mtok_usd: p.cached_input.map(usd),
+        cache_write_per_mtok_usd: None,
         output_per_mtok_usd: usd(p.output),
         source: "override".into(),
+    }
+}
+
+fn default_view(model: &str, p: &ModelPrice) -> PriceView {
+    PriceView {
+        model: model.to_owned(),
+        input_per_mtok_usd: usd(Money(p.input)),
+        cached_input_per_mtok_usd: Some(usd(Money(p.cached_input))),
+        cache_write_per_mtok_usd: Some(usd(Money(p.cache_write))),
+        output_per_mtok_usd: usd(Money(p.output)),
+        source: "default".into(),
     }
 }
 
@@ -67,16 +96,11 @@ pub async fn list_pricing(
     _caller: Caller,
 ) -> Result<Json<List<PriceView>>, ApiError> {
     let overrides = s.svc.store.list_prices().await?;
-    let mut out: Vec<PriceView> = DEFAULTS
-        .iter()
-        .filter(|(m, ..)| !overrides.iter().any(|o| o.model == *m))
-        .map(|&(m, i, c, o)| PriceView {
-            model: m.into(),
-            input_per_mtok_usd: usd(Money(i)),
-            cached_input_per_mtok_usd: Some(usd(Money(c))),
-            output_per_mtok_usd: usd(Money(o)),
-            source: "default".into(),
-        })
+    let table = price_table(&overrides);
+    let mut out: Vec<PriceView> = table
+        .defaults()
+        .filter(|(m, _)| !overrides.iter().any(|o| o.model == *m))
+        .map(|(m, p)| default_view(m, p))
         .collect();
     out.extend(overrides.into_iter().map(override_view));
     out.sort_by(|a, b| a.model.cmp(&b.model));

@@ -234,6 +234,58 @@ pub struct BudgetView {
     pub leased_usd: String,
     /// `limit − spent − leased`; `null` when unlimited.
     pub remaining_usd: Option<String>,
+    /// The same amounts in micro-dollars (1 USD = 1,000,000).
+    pub limit_microdollars: Option<u64>,
+    pub spent_microdollars: u64,
+    pub leased_microdollars: u64,
+    pub remaining_microdollars: Option<u64>,
+    /// Leases currently open on this project.
+    pub active_leases: u64,
+}
+
+/// One recorded usage event (reported by proxies through their leases).
+#[derive(Serialize, ToSchema)]
+pub struct UsageView {
+    /// `evt_<ulid>`.
+    pub id: String,
+    /// When the request happened (RFC 3339, milliseconds).
+    pub time: String,
+    pub project: String,
+    pub token: String,
+    pub provider: String,
+    pub model: String,
+    pub input_tokens: u64,
+    pub cached_input_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: String,
+    pub cost_microdollars: u64,
+    /// HTTP status the agent received.
+    pub status: u16,
+    /// The stream was cut off because the budget ran out.
+    pub cut_off: bool,
+}
+
+impl From<iron_core::lease::UsageEvent> for UsageView {
+    fn from(e: iron_core::lease::UsageEvent) -> Self {
+        UsageView {
+            id: e.id,
+            time: humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(e.at_ms))
+                .to_string(),
+            project: e.project_id,
+            token: e.token_id,
+            provider: e.provider_id,
+            model: e.model,
+            input_tokens: e.input_tokens,
+            cached_input_tokens: e.cached_input_tokens,
+            cache_write_tokens: e.cache_write_tokens,
+            output_tokens: e.output_tokens,
+            cost_usd: usd(e.cost),
+            cost_microdollars: e.cost.micros(),
+            status: e.status,
+            cut_off: e.cut_off,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]

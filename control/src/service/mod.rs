@@ -10,6 +10,7 @@
 //! Nothing is written when validation fails.
 
 mod api_keys;
+mod leases;
 mod master;
 mod projects;
 mod providers;
@@ -26,9 +27,10 @@ use iron_core::wire::ControlEvent;
 use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::keys::Secret;
-use crate::model::{AuditEvent, PageRequest, StoredEvent, new_id, now};
+use crate::model::{AuditEvent, LeasePolicy, PageRequest, StoredEvent, new_id, now};
 use crate::store::Store;
 
+pub use leases::{Clock, ManualClock, SystemClock};
 pub use master::{MasterKeyError, RotationReport};
 pub use projects::{NewProject, ProjectPatch};
 pub use providers::NewProvider;
@@ -64,6 +66,12 @@ pub struct Service {
     pub keepalive: Duration,
     /// Request body limit (for error messages).
     pub max_body_bytes: usize,
+    /// Body limit of the lease routes (reports carry usage events).
+    pub max_report_bytes: usize,
+    /// Lease sizing and lifetimes (`[leases]`).
+    pub leases: LeasePolicy,
+    /// Time source of the lease protocol (tests inject a [`ManualClock`]).
+    pub clock: Arc<dyn Clock>,
     /// Set when the server stops: event streams end so graceful shutdown can finish.
     shutdown: tokio::sync::watch::Sender<bool>,
 }
@@ -97,6 +105,9 @@ impl Service {
             allow_private_upstreams,
             keepalive: Duration::from_secs(15),
             max_body_bytes: crate::config::DEFAULT_MAX_BODY,
+            max_report_bytes: crate::config::DEFAULT_MAX_REPORT,
+            leases: LeasePolicy::default(),
+            clock: Arc::new(SystemClock),
             shutdown: tokio::sync::watch::channel(false).0,
         }
     }

@@ -15,10 +15,15 @@ use redb::{
     WriteTransaction,
 };
 
+use iron_core::Money;
+use iron_core::lease::{LeaseGrant, LeaseReport, LeaseRequest, ReportAck, UsageEvent};
+
+use super::embedded_ledger as ledger;
 use super::{Revocation, Store, StoreError, decode, encode};
 use crate::model::{
-    ApiKeyRecord, AuditEvent, AuditFilter, BudgetUsage, EventBatch, Page, PageRequest,
-    PriceOverride, Project, Provider, SigningKeyRecord, StoredEvent, Timestamp, TokenRecord,
+    ApiKeyRecord, AuditEvent, AuditFilter, BudgetUsage, EventBatch, LeasePolicy, LeaseRecord, Page,
+    PageRequest, PriceOverride, Project, Provider, SigningKeyRecord, StoredEvent, SweepStats,
+    Timestamp, TokenRecord, UsageFilter,
 };
 
 type Json = TableDefinition<'static, &'static str, &'static [u8]>;
@@ -40,8 +45,6 @@ const META: Json = TableDefinition::new("meta");
 const AUDIT: Json = TableDefinition::new("audit");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
-/// `"<project id>"` or `"<project id>/<token id>"` → [`BudgetUsage`].
-const BUDGETS: Json = TableDefinition::new("budgets");
 const PRICES: Json = TableDefinition::new("prices");
 
 const EVENT_SEQ: &str = "event_seq";
@@ -117,9 +120,8 @@ impl EmbeddedStore {
             ] {
                 w.open_table(t)?;
             }
-            for t in [BUDGETS, PRICES] {
-                w.open_table(t)?;
-            }
+            w.open_table(PRICES)?;
+            ledger::create_tables(&w)?;
             for t in [PROJECT_NAMES, PROVIDER_NAMES, API_KEY_HASHES] {
                 w.open_table(t)?;
             }
@@ -344,13 +346,7 @@ impl Store for EmbeddedStore {
                 w.open_table(PROJECT_TOKENS)?
                     .remove(format!("{prefix}{tok}").as_str())?;
             }
-            {
-                let mut budgets = w.open_table(BUDGETS)?;
-                budgets.remove(id.as_str())?;
-                for tok in &token_ids {
-                    budgets.remove(format!("{prefix}{tok}").as_str())?;
-                }
-            }
+            ledger::forget_project(w, &id)?;
             w.open_table(PROJECT_NAMES)?.remove(old.name.as_str())?;
             w.open_table(PROJECTS)?.remove(id.as_str())?;
             Ok(revoked)
@@ -734,15 +730,83 @@ impl Store for EmbeddedStore {
         &self,
         project_id: &str,
         token_id: Option<&str>,
+        now: Timestamp,
     ) -> Result<BudgetUsage, StoreError> {
-        let key = match token_id {
-            Some(t) => format!("{project_id}/{t}"),
-            None => project_id.to_owned(),
-        };
-        self.read(move |r| {
-            Ok(get_json(&r.open_table(BUDGETS)?, "budget", &key)?.unwrap_or_default())
-        })
-        .await
+        let (project_id, token_id) = (project_id.to_owned(), token_id.map(str::to_owned));
+        self.read(move |r| ledger::budget_usage(r, &project_id, token_id.as_deref(), now))
+            .await
+    }
+
+    async fn grant_lease(
+        &self,
+        req: &LeaseRequest,
+        lease_id: &str,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<LeaseGrant, StoreError> {
+        let (req, id, policy) = (req.clone(), lease_id.to_owned(), *policy);
+        self.write(move |w| ledger::grant(w, &req, &id, now, &policy))
+            .await
+    }
+
+    async fn extend_lease(
+        &self,
+        lease_id: &str,
+        requested: Money,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<LeaseGrant, StoreError> {
+        let (id, policy) = (lease_id.to_owned(), *policy);
+        self.write(move |w| ledger::extend(w, &id, requested, now, &policy))
+            .await
+    }
+
+    async fn report_lease(
+        &self,
+        lease_id: &str,
+        report: &LeaseReport,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<ReportAck, StoreError> {
+        let (id, report, policy) = (lease_id.to_owned(), report.clone(), *policy);
+        self.write(move |w| ledger::report(w, &id, &report, false, now, &policy))
+            .await
+    }
+
+    async fn release_lease(
+        &self,
+        lease_id: &str,
+        report: &LeaseReport,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<ReportAck, StoreError> {
+        let (id, report, policy) = (lease_id.to_owned(), report.clone(), *policy);
+        self.write(move |w| ledger::report(w, &id, &report, true, now, &policy))
+            .await
+    }
+
+    async fn expire_leases(
+        &self,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<SweepStats, StoreError> {
+        let policy = *policy;
+        self.write(move |w| ledger::expire(w, now, &policy)).await
+    }
+
+    async fn get_lease(&self, lease_id: &str) -> Result<Option<LeaseRecord>, StoreError> {
+        let id = lease_id.to_owned();
+        self.read(move |r| ledger::get_lease(r, &id)).await
+    }
+
+    async fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        page: &PageRequest,
+    ) -> Result<Page<UsageEvent>, StoreError> {
+        let (filter, page) = (filter.clone(), page.clone());
+        self.read(move |r| ledger::list_usage(r, &filter, &page))
+            .await
     }
 
     async fn put_price(&self, price: &PriceOverride) -> Result<(), StoreError> {

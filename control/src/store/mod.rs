@@ -11,21 +11,55 @@
 //! event-log appends) are atomic inside each implementation (a redb write transaction or a
 //! Lua script).
 //!
-//! Budgets: [`Store::budget_usage`] reads per-project (and per-token) counters kept in the
-//! project's own keyspace (`iron:{prj_…}:budget` in Redis, the `budgets` table in redb). The
-//! lease protocol (§6) will add `grant_lease` / `report_lease` / `release_lease` here as one
-//! atomic step each against those same counters (a versioned Lua function touching only the
-//! project's hash slot; one redb write transaction).
+//! Budgets and leases (§6): every lease operation — [`Store::grant_lease`],
+//! [`Store::extend_lease`], [`Store::report_lease`], [`Store::release_lease`],
+//! [`Store::expire_leases`] — is one atomic step (a versioned Lua script touching only the
+//! project's hash slot; one redb write transaction) against per-project and per-token
+//! counters kept in the project's own keyspace:
+//!
+//! - `spent` per budget period key ([`crate::model::period_key`]: `total`, `d2026-11-28`,
+//!   `m2026-11`, UTC) — a new day or month starts at zero;
+//! - `outstanding` = Σ over open leases of `granted − spent` (never negative per lease);
+//! - the number of open leases (for the adaptive size).
+//!
+//! The rules, identical in both implementations (the conformance suite holds them):
+//!
+//! - **grant / extend**: `granted = min(requested, share, remaining)` for the project budget
+//!   and for the token's own budget when it has one, where `remaining = limit − spent −
+//!   outstanding` and `share = max(min_lease, ⌊remaining / (2 × other_open_leases + 1)⌋)`.
+//!   Unlimited budgets take no part (both unlimited → `requested`). Nothing left →
+//!   `denied: budget_exceeded` and no lease. Revoked or expired token → `token_revoked`;
+//!   unknown token → `unknown_token`. An extension of an overspent lease first absorbs the
+//!   overspend into `granted`, so everything it grants is backed.
+//! - **report** (`seq`, cumulative `spent`, events): applied only when `seq` is above the last
+//!   applied one (a replay returns the current ack and changes nothing); moves `spent −
+//!   previous spent` from outstanding to spent on the project and the token (spend beyond the
+//!   grant is recorded too), appends the events to the usage log (skipping event ids already
+//!   recorded), pushes `expires_at`.
+//! - **release**: a report, then the lease's unspent part goes back to the budget and the
+//!   lease becomes a tombstone; a replayed release changes nothing.
+//! - **expiry** (sweep): an open lease past `expires_at` counts as fully spent (its
+//!   outstanding part moves to spent). A later report on it revives it (the charge moves back
+//!   to outstanding: the proxy that reports still holds that money) and applies; a later
+//!   release corrects it to the real spend and returns the rest.
+//! - Tombstones (expired and released leases) and recorded event ids are kept for
+//!   `retain_secs`; after that a report on the lease is a 404.
 
 pub mod embedded;
+mod embedded_ledger;
 pub mod redis;
+pub mod redis_ledger;
+mod rules;
 
 use async_trait::async_trait;
+use iron_core::Money;
+use iron_core::lease::{LeaseGrant, LeaseReport, LeaseRequest, ReportAck, UsageEvent};
 use iron_core::wire::ControlEvent;
 
 use crate::model::{
-    ApiKeyRecord, AuditEvent, AuditFilter, BudgetUsage, EventBatch, Page, PageRequest,
-    PriceOverride, Project, Provider, SigningKeyRecord, Timestamp, TokenRecord,
+    ApiKeyRecord, AuditEvent, AuditFilter, BudgetUsage, EventBatch, LeasePolicy, LeaseRecord, Page,
+    PageRequest, PriceOverride, Project, Provider, SigningKeyRecord, SweepStats, Timestamp,
+    TokenRecord, UsageFilter,
 };
 
 /// Store failures. Messages name the object, never secret values.
@@ -157,14 +191,72 @@ pub trait Store: Send + Sync + 'static {
     /// The id of the newest event (0 when none).
     async fn last_event_id(&self) -> Result<u64, StoreError>;
 
-    // --- budgets and pricing ------------------------------------------------------------
+    // --- budgets, leases, usage ----------------------------------------------------------
 
-    /// Spent and leased amounts of a project, or of one of its tokens, in the current period.
+    /// Spent (in the period containing `now`), leased (outstanding) and open leases of a
+    /// project, or of one of its tokens. Unknown project or token → zeros.
     async fn budget_usage(
         &self,
         project_id: &str,
         token_id: Option<&str>,
+        now: Timestamp,
     ) -> Result<BudgetUsage, StoreError>;
+
+    /// Grants a new lease `lease_id` to `req.token_id` (see the module docs for the rule).
+    /// A denial is a `LeaseGrant` with `denied` set, `granted` 0, and no lease created.
+    async fn grant_lease(
+        &self,
+        req: &LeaseRequest,
+        lease_id: &str,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<LeaseGrant, StoreError>;
+
+    /// Grants more on an open (or expired: revived) lease and pushes its expiry.
+    /// `NotFound` for unknown or released leases.
+    async fn extend_lease(
+        &self,
+        lease_id: &str,
+        requested: Money,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<LeaseGrant, StoreError>;
+
+    /// Applies a report (idempotent by `seq`). `NotFound` for unknown leases.
+    async fn report_lease(
+        &self,
+        lease_id: &str,
+        report: &LeaseReport,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<ReportAck, StoreError>;
+
+    /// Applies the final report (idempotent by `seq`) and returns the unspent part; the
+    /// lease becomes a tombstone. Releasing a released lease changes nothing.
+    async fn release_lease(
+        &self,
+        lease_id: &str,
+        report: &LeaseReport,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<ReportAck, StoreError>;
+
+    /// Expires open leases past `expires_at` (counted as fully spent) and drops tombstones
+    /// and event ids older than the retention. Safe to run from several replicas at once.
+    async fn expire_leases(
+        &self,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<SweepStats, StoreError>;
+
+    async fn get_lease(&self, lease_id: &str) -> Result<Option<LeaseRecord>, StoreError>;
+
+    /// Recorded usage events, per project in the order they were recorded.
+    async fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        page: &PageRequest,
+    ) -> Result<Page<UsageEvent>, StoreError>;
     async fn put_price(&self, price: &PriceOverride) -> Result<(), StoreError>;
     /// Price overrides sorted by model.
     async fn list_prices(&self) -> Result<Vec<PriceOverride>, StoreError>;

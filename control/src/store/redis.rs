@@ -7,7 +7,7 @@
 //! | `iron:{prj_…}:project` | string | project JSON |
 //! | `iron:{prj_…}:tokens` | zset (lex) | token ids of the project |
 //! | `iron:{prj_…}:token:{tok_…}` | hash | `json` (metadata), `revoked_at` |
-//! | `iron:{prj_…}:budget` | hash | `spent`, `leased` (+ `tok:<id>:…`), for leases |
+//! | `iron:{prj_…}:budget`, `leases…`, `usage…` | | budget counters, leases, usage log: see [`super::redis_ledger`] |
 //! | `iron:{g}:projects` / `project_names` | zset / hash | project ids; name → id |
 //! | `iron:{g}:tokens` / `token_project` | zset / hash | token ids; token → project |
 //! | `iron:{g}:revoked` | zset | revoked token id, score = expiry |
@@ -16,6 +16,7 @@
 //! | `iron:{g}:signing_keys`, `meta`, `prices` | hash | kid / key / model → value |
 //! | `iron:{g}:audit` | stream | `json` field, capped (~100k) |
 //! | `iron:{g}:events` / `event_seq` | zset / string | `"<id>\n<time>\n<json>"` by id; counter |
+//! | `iron:{g}:leases` | hash | lease id → `"<project id> <token id>"` |
 //!
 //! Multi-key changes inside one slot run as Lua scripts (EVALSHA, loaded on first use; the
 //! `_V1` suffix is the script version). Changes that span the global slot and a project slot
@@ -29,14 +30,18 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use iron_core::Money;
+use iron_core::lease::{LeaseGrant, LeaseReport, LeaseRequest, ReportAck, UsageEvent};
 use iron_core::wire::ControlEvent;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::redis_ledger::{self as ledger, Call, LeaseScripts};
 use super::{Revocation, Store, StoreError, decode, encode};
 use crate::model::{
-    ApiKeyRecord, AuditEvent, AuditFilter, BudgetUsage, EventBatch, Page, PageRequest,
-    PriceOverride, Project, Provider, SigningKeyRecord, StoredEvent, Timestamp, TokenRecord,
+    ApiKeyRecord, AuditEvent, AuditFilter, BudgetUsage, EventBatch, LeasePolicy, LeaseRecord,
+    LeaseState, Page, PageRequest, Period, PriceOverride, Project, Provider, SigningKeyRecord,
+    StoredEvent, SweepStats, Timestamp, TokenRecord, USAGE_SCAN_BUDGET, UsageFilter, period_key,
 };
 
 /// Entries kept in the audit stream (approximate trim).
@@ -218,6 +223,7 @@ impl Scripts {
 pub struct RedisStore {
     conn: ConnectionManager,
     scripts: Scripts,
+    lease_scripts: LeaseScripts,
     retain_events: usize,
 }
 
@@ -291,6 +297,7 @@ impl RedisStore {
         Ok(RedisStore {
             conn,
             scripts: Scripts::new(),
+            lease_scripts: LeaseScripts::new(),
             retain_events: retain_events.max(1),
         })
     }
@@ -366,6 +373,41 @@ impl RedisStore {
             Some(c) => format!("({c}"),
             None => "-".into(),
         }
+    }
+
+    /// Runs a lease script call.
+    async fn run<T: redis::FromRedisValue>(&self, call: &Call) -> Result<T, StoreError> {
+        let mut inv = self.lease_scripts.get(call.script).prepare_invoke();
+        for k in &call.keys {
+            inv.key(k);
+        }
+        for a in &call.args {
+            inv.arg(a);
+        }
+        Ok(inv.invoke_async(&mut self.conn()).await?)
+    }
+
+    /// `(project id, token id)` of a lease, from the global index.
+    async fn lease_home(&self, lease_id: &str) -> Result<Option<(String, String)>, StoreError> {
+        let v: Option<String> = self.conn().hget(g("leases"), lease_id).await?;
+        Ok(v.and_then(|v| v.split_once(' ').map(|(p, t)| (p.to_owned(), t.to_owned()))))
+    }
+
+    async fn report_or_release(
+        &self,
+        lease_id: &str,
+        report: &LeaseReport,
+        release: bool,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<ReportAck, StoreError> {
+        let (prj, tok) = self
+            .lease_home(lease_id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("lease", lease_id))?;
+        let call = ledger::report_call(&prj, &tok, lease_id, report, release, now, policy)?;
+        let reply: (i64, i64, i64, i64) = self.run(&call).await?;
+        ledger::ack_reply(reply).ok_or_else(|| StoreError::not_found("lease", lease_id))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -546,6 +588,12 @@ impl Store for RedisStore {
                     t.revoked_at = Some(now);
                     revoke.push(t);
                 }
+            }
+            // Leases and usage of the project (its slot), and their global index entries.
+            let lease_ids: Vec<String> = self.conn().hkeys(p(id, "leases")).await?;
+            let _: i64 = self.conn().del(ledger::project_lease_keys(id)).await?;
+            if !lease_ids.is_empty() {
+                let _: i64 = self.conn().hdel(g("leases"), &lease_ids).await?;
             }
             let mut inv = self.scripts.forget_project.prepare_invoke();
             inv.key(g("project_names"))
@@ -961,20 +1009,217 @@ impl Store for RedisStore {
         &self,
         project_id: &str,
         token_id: Option<&str>,
+        now: Timestamp,
     ) -> Result<BudgetUsage, StoreError> {
-        let (spent, leased) = match token_id {
-            Some(t) => (format!("tok:{t}:spent"), format!("tok:{t}:leased")),
-            None => ("spent".to_owned(), "leased".to_owned()),
+        let Some(project) = self.get_project(project_id).await? else {
+            return Ok(BudgetUsage::default());
         };
-        let (spent, leased): (Option<u64>, Option<u64>) = redis::cmd("HMGET")
+        let (prefix, period) = match token_id {
+            None => (String::new(), project.budget.period),
+            Some(t) => {
+                let json: Option<Vec<u8>> =
+                    self.conn().hget(token_key(project_id, t), "json").await?;
+                let Some(json) = json else {
+                    return Ok(BudgetUsage::default());
+                };
+                let tok: TokenRecord = decode("token", &json)?;
+                (format!("tok:{t}:"), tok.budget.period)
+            }
+        };
+        let (spent, leased, leases): (Option<u64>, Option<u64>, Option<u64>) = redis::cmd("HMGET")
             .arg(p(project_id, "budget"))
-            .arg(spent)
-            .arg(leased)
+            .arg(format!("{prefix}spent:{}", period_key(period, now)))
+            .arg(format!("{prefix}out"))
+            .arg(format!("{prefix}n"))
             .query_async(&mut self.conn())
             .await?;
         Ok(BudgetUsage {
-            spent: iron_core::Money(spent.unwrap_or(0)),
-            leased: iron_core::Money(leased.unwrap_or(0)),
+            spent: Money(spent.unwrap_or(0)),
+            leased: Money(leased.unwrap_or(0)),
+            leases: leases.unwrap_or(0),
+        })
+    }
+
+    async fn grant_lease(
+        &self,
+        req: &LeaseRequest,
+        lease_id: &str,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<LeaseGrant, StoreError> {
+        let prj: Option<String> = self.conn().hget(g("token_project"), &req.token_id).await?;
+        let Some(prj) = prj else {
+            return Ok(LeaseGrant {
+                lease_id: String::new(),
+                granted: Money::ZERO,
+                expires_at: 0,
+                budget_remaining: Money::ZERO,
+                denied: Some(iron_core::lease::Denial::UnknownToken),
+            });
+        };
+        let call = ledger::grant_call(&prj, req, lease_id, now, policy);
+        let reply = self.run(&call).await?;
+        let grant = ledger::grant_reply(lease_id, false, reply)?
+            .ok_or_else(|| StoreError::Corrupt("grant reply".into()))?;
+        if grant.denied.is_none() {
+            // Indexed after the grant: if this write is lost, the lease cannot be found, so
+            // it expires and counts as fully spent (safe).
+            let _: i64 = self
+                .conn()
+                .hset(g("leases"), lease_id, format!("{prj} {}", req.token_id))
+                .await?;
+        }
+        Ok(grant)
+    }
+
+    async fn extend_lease(
+        &self,
+        lease_id: &str,
+        requested: Money,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<LeaseGrant, StoreError> {
+        let (prj, tok) = self
+            .lease_home(lease_id)
+            .await?
+            .ok_or_else(|| StoreError::not_found("lease", lease_id))?;
+        let call = ledger::extend_call(&prj, &tok, lease_id, requested, now, policy);
+        let reply = self.run(&call).await?;
+        ledger::grant_reply(lease_id, true, reply)?
+            .ok_or_else(|| StoreError::not_found("lease", lease_id))
+    }
+
+    async fn report_lease(
+        &self,
+        lease_id: &str,
+        report: &LeaseReport,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<ReportAck, StoreError> {
+        self.report_or_release(lease_id, report, false, now, policy)
+            .await
+    }
+
+    async fn release_lease(
+        &self,
+        lease_id: &str,
+        report: &LeaseReport,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<ReportAck, StoreError> {
+        self.report_or_release(lease_id, report, true, now, policy)
+            .await
+    }
+
+    async fn expire_leases(
+        &self,
+        now: Timestamp,
+        policy: &LeasePolicy,
+    ) -> Result<SweepStats, StoreError> {
+        let projects: Vec<String> = self.conn().zrange(g("projects"), 0, -1).await?;
+        if projects.is_empty() {
+            return Ok(SweepStats::default());
+        }
+        // Only projects with leases or recorded event ids need the script.
+        let mut pipe = redis::pipe();
+        for prj in &projects {
+            pipe.cmd("HLEN").arg(p(prj, "leases"));
+            pipe.cmd("ZCARD").arg(p(prj, "usage:ids"));
+        }
+        let sizes: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
+        let mut stats = SweepStats::default();
+        for (prj, sz) in projects.iter().zip(sizes.chunks(2)) {
+            if sz.iter().all(|n| *n == 0) {
+                continue;
+            }
+            let call = ledger::expire_call(prj, now, policy);
+            let (expired, purged): (u64, Vec<String>) = self.run(&call).await?;
+            stats.expired += expired;
+            stats.purged += purged.len() as u64;
+            if !purged.is_empty() {
+                let _: i64 = self.conn().hdel(g("leases"), &purged).await?;
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn get_lease(&self, lease_id: &str) -> Result<Option<LeaseRecord>, StoreError> {
+        let Some((prj, _)) = self.lease_home(lease_id).await? else {
+            return Ok(None);
+        };
+        let raw: Option<Vec<u8>> = self.conn().hget(p(&prj, "leases"), lease_id).await?;
+        raw.map(|r| decode::<StoredLease>("lease", &r).and_then(|s| s.into_record(lease_id, &prj)))
+            .transpose()
+    }
+
+    async fn list_usage(
+        &self,
+        filter: &UsageFilter,
+        page: &PageRequest,
+    ) -> Result<Page<UsageEvent>, StoreError> {
+        let projects: Vec<String> = match &filter.project {
+            Some(prj) => vec![prj.clone()],
+            None => self.conn().zrange(g("projects"), 0, -1).await?,
+        };
+        // Cursor: `<project id>/<stream id>` of the last entry returned.
+        let cursor = page
+            .cursor
+            .as_deref()
+            .and_then(|c| c.split_once('/'))
+            .map(|(p, s)| (p.to_owned(), s.to_owned()));
+        let batch = page.limit.clamp(50, 1_000);
+        let mut items: Vec<UsageEvent> = Vec::new();
+        let mut scanned = 0usize;
+        let mut last_cursor: Option<String> = None;
+        for prj in projects {
+            let mut start = match &cursor {
+                Some((cp, _)) if prj.as_str() < cp.as_str() => continue,
+                Some((cp, sid)) if prj == *cp => format!("({sid}"),
+                _ => "-".to_owned(),
+            };
+            loop {
+                let rows: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+                    .arg(p(&prj, "usage"))
+                    .arg(&start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(batch)
+                    .query_async(&mut self.conn())
+                    .await?;
+                let exhausted = rows.len() < batch;
+                for (sid, fields) in rows {
+                    scanned += 1;
+                    start = format!("({sid}");
+                    let Some((_, json)) = fields.into_iter().find(|(f, _)| f == "e") else {
+                        continue;
+                    };
+                    let e: UsageEvent = decode("usage event", &json)?;
+                    if filter.matches(&e) {
+                        if items.len() == page.limit {
+                            // One more exists: the page ends at the previous entry.
+                            return Ok(Page {
+                                items,
+                                next_cursor: last_cursor.take(),
+                            });
+                        }
+                        items.push(e);
+                    }
+                    last_cursor = Some(format!("{prj}/{sid}"));
+                    if scanned >= USAGE_SCAN_BUDGET {
+                        return Ok(Page {
+                            items,
+                            next_cursor: last_cursor.take(),
+                        });
+                    }
+                }
+                if exhausted {
+                    break;
+                }
+            }
+        }
+        Ok(Page {
+            items,
+            next_cursor: None,
         })
     }
 
@@ -990,5 +1235,62 @@ impl Store for RedisStore {
         let mut all: Vec<PriceOverride> = self.hash_records(&g("prices"), "price").await?;
         all.sort_by(|a, b| a.model.cmp(&b.model));
         Ok(all)
+    }
+}
+
+/// A lease as the Lua scripts store it (amounts as decimal strings).
+#[derive(serde::Deserialize)]
+struct StoredLease {
+    tok: String,
+    prx: String,
+    g: String,
+    s: String,
+    seq: String,
+    exp: String,
+    st: String,
+    tp: String,
+    x: String,
+    #[serde(default)]
+    xp: String,
+    #[serde(default)]
+    xt: String,
+    ca: String,
+    pa: String,
+}
+
+impl StoredLease {
+    fn into_record(self, id: &str, project_id: &str) -> Result<LeaseRecord, StoreError> {
+        let n = |v: &str| {
+            v.parse::<u64>()
+                .map_err(|_| StoreError::Corrupt(format!("lease {id}: bad number `{v}`")))
+        };
+        let state = match self.st.as_str() {
+            "open" => LeaseState::Open,
+            "expired" => LeaseState::Expired,
+            "released" => LeaseState::Released,
+            other => return Err(StoreError::Corrupt(format!("lease {id}: state `{other}`"))),
+        };
+        let token_period = match self.tp.as_str() {
+            "daily" => Period::Daily,
+            "monthly" => Period::Monthly,
+            _ => Period::Total,
+        };
+        Ok(LeaseRecord {
+            id: id.to_owned(),
+            token_id: self.tok,
+            project_id: project_id.to_owned(),
+            proxy_id: self.prx,
+            granted: Money(n(&self.g)?),
+            spent: Money(n(&self.s)?),
+            seq: n(&self.seq)?,
+            expires_at: n(&self.exp)?,
+            state,
+            token_period,
+            expiry_charge: Money(n(&self.x)?),
+            expiry_project_key: self.xp,
+            expiry_token_key: self.xt,
+            created_at: n(&self.ca)?,
+            purge_at: n(&self.pa)?,
+        })
     }
 }

@@ -69,6 +69,29 @@ impl Harness {
         Self::with_private(false).await
     }
 
+    /// A harness whose lease protocol runs on `clock`; `tune` adjusts the configuration.
+    pub async fn with_clock(
+        clock: Arc<dyn iron_control::service::Clock>,
+        tune: impl FnOnce(&mut Config),
+    ) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let admin = generate_api_key().to_string();
+        let mut config = config(dir.path(), &admin, false);
+        tune(&mut config);
+        let store = iron_control::server::open_store(&config).await.unwrap();
+        let control = iron_control::server::build_with_clock(&config, store, clock)
+            .await
+            .unwrap();
+        let app = iron_control::app(control.state.clone());
+        Harness {
+            app,
+            control,
+            dir,
+            admin,
+            config,
+        }
+    }
+
     pub async fn with_private(private: bool) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let admin = generate_api_key().to_string();

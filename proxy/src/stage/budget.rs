@@ -72,7 +72,8 @@ pub async fn admit(
         }
     })?;
     // The prompt is paid up front (it is covered by the reservation just made).
-    reservation.charge(input_cost).await;
+    reservation.try_charge(input_cost);
+    reservation.describe(ctx.deployment.as_ref().map_or("", |d| d.id.as_str()), model);
     ctx.estimated_input_tokens = input_tokens;
     ctx.price = Some(price);
     ctx.reservation = Some(reservation);

@@ -1,0 +1,173 @@
+//! Production split on a private redis-server: `iron-control` + several `iron-proxy`
+//! replicas. Issue 3 acceptance 3 (revocation everywhere, control outage, resync), issue 4
+//! acceptance 5–7 (exact budgets across replicas, control outage, kill -9), issue 6
+//! acceptance 6–7 (Redis outage, spilled reports delivered exactly once).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use iron_e2e::*;
+use iron_testkit::{MockUpstream, RedisServer};
+
+const PROVIDER_KEY: &str = "sk-redis-mode-PROVIDER-key-1234";
+
+async fn until<F, Fut>(what: &str, timeout: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reaches_every_proxy_and_survives_a_control_outage() {
+    let mock = MockUpstream::start().await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let control = Control::start_redis(&redis.url()).await.unwrap();
+    let admin = Admin::new(&control.url(), ADMIN_KEY);
+    admin.provider("mock", &mock.base_url(), PROVIDER_KEY).await;
+    let project = admin.project("fleet", None).await;
+    let (a_id, a) = admin.mint(&project).await;
+    let (b_id, b) = admin.mint(&project).await;
+    let proxies = [
+        Proxy::start(&control.url()).await.unwrap(),
+        Proxy::start(&control.url()).await.unwrap(),
+    ];
+    for p in &proxies {
+        p.ready().await.unwrap();
+        until("token a accepted", Duration::from_secs(5), || async {
+            chat(&p.url(), &a, false).await.0 == 200
+        })
+        .await;
+        // b is in use too: each proxy holds a lease slice for it (fail-closed budgets serve
+        // only what a proxy already leased while control is away).
+        assert_eq!(chat(&p.url(), &b, false).await.0, 200);
+    }
+
+    // Revoke a: both proxies refuse it within 1 s.
+    admin.revoke(&a_id).await;
+    let t = Instant::now();
+    for p in &proxies {
+        until("revocation", Duration::from_secs(1), || async {
+            chat(&p.url(), &a, false).await.0 == 401
+        })
+        .await;
+    }
+    println!("revocation reached both proxies in {:?}", t.elapsed());
+
+    // Control down: proxies keep serving b (inside their leases) and keep refusing a.
+    let control_addr = control.addr;
+    drop(control);
+    for p in &proxies {
+        let (status, body) = chat(&p.url(), &b, true).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.trim_end().ends_with("data: [DONE]"));
+        assert_eq!(chat(&p.url(), &a, false).await.0, 401);
+    }
+
+    // Control back (same address): proxies resync — a revocation made now reaches them.
+    let control = Control::start_redis_at(&redis.url(), control_addr)
+        .await
+        .unwrap();
+    let admin = Admin::new(&control.url(), ADMIN_KEY);
+    admin.revoke(&b_id).await;
+    for p in &proxies {
+        until(
+            "resync after the outage",
+            Duration::from_secs(5),
+            || async { chat(&p.url(), &b, false).await.0 == 401 },
+        )
+        .await;
+    }
+}
+
+/// Three proxies, 300 concurrent streams against a $0.05 budget: the final spend stays
+/// within the limit + one chunk per stream in flight, and Σ usage events == ledger spend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn budget_is_exact_across_three_replicas() {
+    let mock = MockUpstream::start().await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let control = Control::start_redis(&redis.url()).await.unwrap();
+    let admin = Admin::new(&control.url(), ADMIN_KEY);
+    admin.provider("mock", &mock.base_url(), PROVIDER_KEY).await;
+    let project = admin.project("tight", Some("0.05")).await;
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        let p = Proxy::start(&control.url()).await.unwrap();
+        p.ready().await.unwrap();
+        proxies.push(p);
+    }
+    let tokens: Vec<String> = {
+        let mut t = Vec::new();
+        for _ in 0..3 {
+            t.push(admin.mint(&project).await.1);
+        }
+        t
+    };
+    let client = reqwest::Client::new();
+    let mut tasks = Vec::new();
+    for i in 0..300 {
+        let url = format!("{}/v1/chat/completions", proxies[i % 3].url());
+        let token = tokens[i % 3].clone();
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client
+                .post(url)
+                .bearer_auth(token)
+                .header("x-mock-tokens", "400")
+                .header("x-mock-delay-ms", "2")
+                .json(&serde_json::json!({"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"go"}]}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            (status, body.contains("budget_exceeded"))
+        }));
+    }
+    let mut admitted = 0;
+    let mut refused = 0;
+    let mut cut = 0;
+    for t in tasks {
+        let (status, was_cut) = t.await.unwrap();
+        match status {
+            200 => admitted += 1,
+            402 => refused += 1,
+            other => panic!("unexpected status {other}"),
+        }
+        cut += usize::from(was_cut);
+    }
+    // Every proxy reports within ~1 s; wait for the ledger to settle.
+    let limit = 50_000u64;
+    let mut spent = 0;
+    let mut events_total = 0;
+    for _ in 0..100 {
+        let b = admin.budget(&project).await;
+        spent = micros(&b["spent_usd"]);
+        let leased = micros(&b["leased_usd"]);
+        let usage = admin.usage(&project).await;
+        events_total = usage.iter().map(|u| micros(&u["cost_usd"])).sum::<u64>();
+        if leased == 0 && events_total == spent && usage.len() == admitted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // One chunk = one token of gpt-4o-mini output ($0.60/M) → ≤ 1 µ$; 300 streams in flight at most.
+    let bound = limit + 300;
+    println!(
+        "replicas: admitted {admitted}, refused {refused}, cut off {cut}; spent {spent} µ$ of {limit} µ$ (overshoot {} µ$, bound {})",
+        spent.saturating_sub(limit),
+        bound - limit
+    );
+    assert!(spent <= bound, "spent {spent} > {bound}");
+    assert!(spent >= limit * 9 / 10, "the budget was usable: {spent}");
+    assert_eq!(events_total, spent, "Σ usage events == ledger spend");
+    assert!(
+        refused > 0 || cut > 0,
+        "the budget must run out in this test"
+    );
+}
