@@ -142,7 +142,23 @@ pub async fn send(
         }
         let has_other = deployments.len() > 1;
         let can_retry = attempts < MAX_ATTEMPTS && Instant::now() < deadline;
-        match attempt(net, &dep, head_for(&dep)?, body.clone()).await {
+        // Pingora enforces the per-read timeouts; this bounds the whole attempt as well, so a
+        // late timer can never stretch an attempt (or start another) past the deadline.
+        let budget = net.timeouts.connect + net.timeouts.first_byte;
+        let result =
+            match tokio::time::timeout(budget, attempt(net, &dep, head_for(&dep)?, body.clone()))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(AttemptError {
+                    err: ProxyError::new(
+                        ErrorCode::UpstreamTimeout,
+                        format!("provider `{}` did not answer in time", dep.name),
+                    ),
+                    retryable: false,
+                }),
+            };
+        match result {
             Ok((mut session, peer)) => {
                 let status = session.response_header().map_or(0, |h| h.status.as_u16());
                 let outcome = match status {
