@@ -13,7 +13,9 @@ use serde::{Deserialize, Serialize};
 pub const MICROS_PER_USD: u64 = 1_000_000;
 
 /// An amount of money in micro-dollars.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Money(pub u64);
 
@@ -129,8 +131,14 @@ mod tests {
         assert_eq!(".5".parse::<Money>(), Ok(Money(500_000)));
         assert_eq!("-1".parse::<Money>(), Err(MoneyParseError::Invalid));
         assert_eq!("1e3".parse::<Money>(), Err(MoneyParseError::Invalid));
-        assert_eq!("0.0000001".parse::<Money>(), Err(MoneyParseError::TooPrecise));
-        assert_eq!("99999999999999999999".parse::<Money>(), Err(MoneyParseError::TooLarge));
+        assert_eq!(
+            "0.0000001".parse::<Money>(),
+            Err(MoneyParseError::TooPrecise)
+        );
+        assert_eq!(
+            "99999999999999999999".parse::<Money>(),
+            Err(MoneyParseError::TooLarge)
+        );
         assert_eq!("".parse::<Money>(), Err(MoneyParseError::Empty));
     }
 

@@ -34,7 +34,9 @@ pub struct SseEvent {
 impl SseEvent {
     /// The event name as UTF-8, if present and valid.
     pub fn event_name(&self) -> Option<&str> {
-        self.event.as_ref().and_then(|e| std::str::from_utf8(e).ok())
+        self.event
+            .as_ref()
+            .and_then(|e| std::str::from_utf8(e).ok())
     }
 
     /// True for events that carry nothing (comments only / keep-alives).
@@ -74,7 +76,9 @@ impl Default for SseDecoder {
 
 impl std::fmt::Debug for SseDecoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SseDecoder").field("buffered", &self.buf.len()).finish()
+        f.debug_struct("SseDecoder")
+            .field("buffered", &self.buf.len())
+            .finish()
     }
 }
 
@@ -84,7 +88,12 @@ impl SseDecoder {
     }
 
     pub fn with_max_event_bytes(max_event: usize) -> Self {
-        SseDecoder { buf: BytesMut::new(), scan: 0, pending: Pending::default(), max_event }
+        SseDecoder {
+            buf: BytesMut::new(),
+            scan: 0,
+            pending: Pending::default(),
+            max_event,
+        }
     }
 
     /// Appends received bytes.
@@ -131,7 +140,11 @@ impl SseDecoder {
         }
         if self.scan < self.buf.len() {
             let (start, end) = (self.scan, self.buf.len());
-            let end = if self.buf[end - 1] == b'\r' { end - 1 } else { end };
+            let end = if self.buf[end - 1] == b'\r' {
+                end - 1
+            } else {
+                end
+            };
             self.parse_line(start, end);
             self.scan = self.buf.len();
         }
@@ -153,7 +166,11 @@ impl SseDecoder {
         }
         let (name_end, value_start) = match memchr::memchr(b':', line) {
             Some(c) => {
-                let v = if line.get(c + 1) == Some(&b' ') { c + 2 } else { c + 1 };
+                let v = if line.get(c + 1) == Some(&b' ') {
+                    c + 2
+                } else {
+                    c + 1
+                };
                 (c, v)
             }
             None => (line.len(), line.len()),
@@ -280,7 +297,10 @@ mod tests {
 
     #[test]
     fn encode_splits_lines() {
-        assert_eq!(&encode_event(Some("e"), b"a\nb")[..], b"event: e\ndata: a\ndata: b\n\n");
+        assert_eq!(
+            &encode_event(Some("e"), b"a\nb")[..],
+            b"event: e\ndata: a\ndata: b\n\n"
+        );
     }
 
     proptest! {

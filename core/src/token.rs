@@ -66,7 +66,9 @@ pub struct SigningKey {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -148,7 +150,9 @@ pub struct TokenVerifier {
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier").field("kids", &self.keys.keys()).finish()
+        f.debug_struct("TokenVerifier")
+            .field("kids", &self.keys.keys())
+            .finish()
     }
 }
 
@@ -156,7 +160,9 @@ impl TokenVerifier {
     pub fn new(keys: &[PublicKey]) -> Result<Self, TokenError> {
         let mut map = HashMap::with_capacity(keys.len());
         for k in keys {
-            let raw = URL_SAFE_NO_PAD.decode(&k.x).map_err(|_| TokenError::BadKey)?;
+            let raw = URL_SAFE_NO_PAD
+                .decode(&k.x)
+                .map_err(|_| TokenError::BadKey)?;
             // jsonwebtoken slices the first 32 bytes without a length check: check here.
             if raw.len() != 32 || k.alg != "EdDSA" {
                 return Err(TokenError::BadKey);
@@ -167,7 +173,10 @@ impl TokenVerifier {
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 0;
-        Ok(TokenVerifier { keys: map, validation })
+        Ok(TokenVerifier {
+            keys: map,
+            validation,
+        })
     }
 
     /// A verifier that knows no keys: every token is refused.
@@ -175,7 +184,10 @@ impl TokenVerifier {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_issuer(&[ISSUER]);
         validation.leeway = 0;
-        TokenVerifier { keys: HashMap::new(), validation }
+        TokenVerifier {
+            keys: HashMap::new(),
+            validation,
+        }
     }
 
     pub fn kids(&self) -> impl Iterator<Item = &str> {
@@ -184,7 +196,9 @@ impl TokenVerifier {
 
     /// Verifies signature, issuer and expiry of `token` (with or without the `ic_` prefix).
     pub fn verify(&self, token: &str) -> Result<IcClaims, TokenError> {
-        let jwt = token.strip_prefix(TOKEN_PREFIX).ok_or(TokenError::NotAnIcToken)?;
+        let jwt = token
+            .strip_prefix(TOKEN_PREFIX)
+            .ok_or(TokenError::NotAnIcToken)?;
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::Malformed);
@@ -267,6 +281,13 @@ mod tests {
         let k = key();
         let k2 = SigningKey::from_seed(k.kid(), &k.seed()).unwrap();
         assert_eq!(k.public_key(), k2.public_key());
-        assert!(TokenVerifier::new(&[PublicKey { kid: "x".into(), alg: "EdDSA".into(), x: "AAAA".into() }]).is_err());
+        assert!(
+            TokenVerifier::new(&[PublicKey {
+                kid: "x".into(),
+                alg: "EdDSA".into(),
+                x: "AAAA".into()
+            }])
+            .is_err()
+        );
     }
 }

@@ -83,7 +83,16 @@ impl AeadKey {
         let ciphertext = self
             .cipher()
             .ok()
-            .and_then(|c| c.encrypt(&Nonce::from(nonce), Payload { msg: plaintext, aad }).ok())
+            .and_then(|c| {
+                c.encrypt(
+                    &Nonce::from(nonce),
+                    Payload {
+                        msg: plaintext,
+                        aad,
+                    },
+                )
+                .ok()
+            })
             .unwrap_or_default();
         SealedSecret {
             key_id: self.id.clone(),
@@ -96,14 +105,24 @@ impl AeadKey {
         if sealed.key_id != self.id {
             return Err(SealError::UnknownKey(sealed.key_id.clone()));
         }
-        let nonce = STANDARD.decode(&sealed.nonce).map_err(|_| SealError::Malformed)?;
-        let ciphertext = STANDARD.decode(&sealed.ciphertext).map_err(|_| SealError::Malformed)?;
+        let nonce = STANDARD
+            .decode(&sealed.nonce)
+            .map_err(|_| SealError::Malformed)?;
+        let ciphertext = STANDARD
+            .decode(&sealed.ciphertext)
+            .map_err(|_| SealError::Malformed)?;
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
         if ciphertext.len() < TAG_LEN {
             return Err(SealError::Malformed);
         }
         self.cipher()?
-            .decrypt(&Nonce::from(nonce), Payload { msg: &ciphertext, aad })
+            .decrypt(
+                &Nonce::from(nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| SealError::Decrypt)
     }
@@ -116,7 +135,9 @@ pub struct TransitKey(AeadKey);
 
 impl std::fmt::Debug for TransitKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TransitKey").field("key_id", &self.0.id).finish_non_exhaustive()
+        f.debug_struct("TransitKey")
+            .field("key_id", &self.0.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -151,7 +172,9 @@ pub struct MasterKey(AeadKey);
 
 impl std::fmt::Debug for MasterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MasterKey").field("key_id", &self.0.id).finish_non_exhaustive()
+        f.debug_struct("MasterKey")
+            .field("key_id", &self.0.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,8 +197,11 @@ impl MasterKey {
 
     /// Parses standard base64 (surrounding whitespace ignored) of exactly 32 bytes.
     pub fn from_base64(text: &str) -> Result<Self, SealError> {
-        let bytes =
-            Zeroizing::new(STANDARD.decode(text.trim()).map_err(|_| SealError::BadKey)?);
+        let bytes = Zeroizing::new(
+            STANDARD
+                .decode(text.trim())
+                .map_err(|_| SealError::BadKey)?,
+        );
         Self::from_bytes(&bytes)
     }
 
@@ -245,9 +271,15 @@ mod tests {
         assert_eq!(&k.open(&s, b"prv_1").unwrap()[..], b"sk-abc");
         assert_eq!(k.open(&s, b"prv_2"), Err(SealError::Decrypt));
         // Same secret on the other side derives the same key.
-        assert_eq!(&transit_key(b"secret-one").open(&s, b"prv_1").unwrap()[..], b"sk-abc");
+        assert_eq!(
+            &transit_key(b"secret-one").open(&s, b"prv_1").unwrap()[..],
+            b"sk-abc"
+        );
         let other = transit_key(b"secret-two");
-        assert!(matches!(other.open(&s, b"prv_1"), Err(SealError::UnknownKey(_))));
+        assert!(matches!(
+            other.open(&s, b"prv_1"),
+            Err(SealError::UnknownKey(_))
+        ));
         assert!(!s.ciphertext.contains("sk-abc"));
     }
 
@@ -270,7 +302,11 @@ mod tests {
         assert_eq!(k.open(&s, b"a"), Err(SealError::Decrypt));
         s.nonce = "not base64!".into();
         assert_eq!(k.open(&s, b"a"), Err(SealError::Malformed));
-        let short = SealedSecret { key_id: k.key_id().into(), nonce: STANDARD.encode([0u8; 12]), ciphertext: String::new() };
+        let short = SealedSecret {
+            key_id: k.key_id().into(),
+            nonce: STANDARD.encode([0u8; 12]),
+            ciphertext: String::new(),
+        };
         assert_eq!(k.open(&short, b"a"), Err(SealError::Malformed));
     }
 
@@ -285,20 +321,37 @@ mod tests {
         assert_eq!(&ring.open(&sealed_old, b"prv_1").unwrap()[..], b"sk-1");
         let resealed = ring.seal(b"sk-1", b"prv_1");
         assert!(!ring.is_stale(&resealed));
-        let only_new = MasterKeyring::new(MasterKey::from_base64(&ring.current().to_base64()).unwrap(), vec![]);
-        assert!(matches!(only_new.open(&sealed_old, b"prv_1"), Err(SealError::UnknownKey(_))));
+        let only_new = MasterKeyring::new(
+            MasterKey::from_base64(&ring.current().to_base64()).unwrap(),
+            vec![],
+        );
+        assert!(matches!(
+            only_new.open(&sealed_old, b"prv_1"),
+            Err(SealError::UnknownKey(_))
+        ));
         assert_eq!(&only_new.open(&resealed, b"prv_1").unwrap()[..], b"sk-1");
     }
 
     #[test]
     fn master_key_parsing_and_debug_hide_material() {
-        assert_eq!(MasterKey::from_base64("AAAA").unwrap_err(), SealError::BadKey);
-        assert_eq!(MasterKey::from_base64("%%%").unwrap_err(), SealError::BadKey);
+        assert_eq!(
+            MasterKey::from_base64("AAAA").unwrap_err(),
+            SealError::BadKey
+        );
+        assert_eq!(
+            MasterKey::from_base64("%%%").unwrap_err(),
+            SealError::BadKey
+        );
         let k = MasterKey::generate();
         let b64 = k.to_base64();
         let dbg = format!("{k:?} {:?}", transit_key(b"x"));
         assert!(!dbg.contains(b64.as_str()));
         assert!(k.key_id().starts_with("mk_"));
-        assert_eq!(MasterKey::from_base64(&format!(" {}\n", *b64)).unwrap().key_id(), k.key_id());
+        assert_eq!(
+            MasterKey::from_base64(&format!(" {}\n", *b64))
+                .unwrap()
+                .key_id(),
+            k.key_id()
+        );
     }
 }

@@ -176,7 +176,8 @@ mod tests {
 
     #[test]
     fn provider_kind_serde_is_kebab() {
-        let k: ProviderKind = serde_json::from_str("\"openai-compatible\"").unwrap_or(ProviderKind::Openai);
+        let k: ProviderKind =
+            serde_json::from_str("\"openai-compatible\"").unwrap_or(ProviderKind::Openai);
         assert_eq!(k, ProviderKind::OpenaiCompatible);
         assert_eq!(k.family(), ApiFamily::OpenAi);
     }

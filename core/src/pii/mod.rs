@@ -7,8 +7,8 @@
 //! [`Vault`] (placeholder ↔ original) and report [`Detections`] for
 //! `iron_proxy_pii_detections_total{type,direction,action}`. Values are never logged.
 //!
-//! - [`Detector`]: one multi-pattern `regex_automata::meta::Regex` (placeholders, secrets,
-//!   e-mail, IBAN, card, SSN, IP, phone) behind a trigger-byte prefilter, then validators (Luhn,
+//! - [`Detector`]: one multi-pattern `regex_automata` DFA (placeholders, secrets, e-mail,
+//!   IBAN, card, SSN, IP, phone) behind a trigger-byte prefilter, then validators (Luhn,
 //!   mod-97, SSN rules, IP parsing, token shapes, PEM/JWT structure).
 //! - [`PiiPolicy`]: an [`Action`] per [`PiiType`] and [`Direction`]; reversible by default.
 //! - [`redact_text`]: one text, one pass: request PII → `[EMAIL_1]` (or `[REDACTED:EMAIL]`);
@@ -19,7 +19,10 @@
 //!
 //! Known limits: placeholder numbers go up to 9,999,999 per type and request; a literal
 //! `[EMAIL_1]` typed by the agent is indistinguishable from an issued placeholder in the answer;
-//! a stream stops at the first blocked type (whole-text calls name all of them).
+//! a stream stops at the first blocked type (whole-text calls name all of them); detection is
+//! ASCII-only (an e-mail with a non-ASCII local part is matched from its ASCII tail);
+//! international numbers are recognised with a leading `+`, not with a `00` prefix (too
+//! ambiguous next to digit groups such as IBANs).
 
 mod detector;
 mod json;

@@ -4,14 +4,17 @@
 //! concatenated output equals the whole-text output.
 //!
 //! # Hold-back window
-//! A position is held back only while some pattern could still match there: each candidate
-//! start is followed by a lazy DFA (the same patterns, anchored) byte by byte, and the earliest
-//! start whose automaton is not yet dead is where output stops. Prose is held back by about the
-//! current word. Because every pattern is bounded, the window never exceeds
+//! A position is held back only while some pattern could still match there: each possible
+//! start is followed byte by byte through a match-all DFA of the same patterns (anchored), and
+//! the earliest start whose automaton is not yet dead is where output stops. Prose is held
+//! back by about the current word; a number or an address until it is complete. Because every pattern is bounded, the window never exceeds
 //! [`MAX_HEAD_LEN`] bytes (640), except while a PEM private-key block (up to
 //! [`PEM_MAX`] = 16 KiB) or a JWT (up to [`JWT_MAX`] = 8 KiB) is still open: those are held
 //! until their end is seen (or the bound is reached), so a key never leaks half-redacted.
 //! Output is cut only at ASCII bytes, so UTF-8 is never split.
+//!
+//! A `block` action in the answer ends the stream at the first blocked value (`push` returns
+//! [`Blocked`] naming that type; the whole-text functions name every blocked type).
 //!
 //! [`PEM_MAX`]: crate::pii::PEM_MAX
 //! [`JWT_MAX`]: crate::pii::JWT_MAX

@@ -297,7 +297,9 @@ pub(crate) fn ipv4(text: &[u8], start: usize, prev: Option<u8>) -> Verdict {
         if !ok {
             return Verdict::Reject;
         }
-        let value = octet.iter().fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'));
+        let value = octet
+            .iter()
+            .fold(0u32, |acc, &b| acc * 10 + u32::from(b - b'0'));
         if value > 255 {
             return Verdict::Reject;
         }
