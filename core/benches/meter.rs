@@ -27,13 +27,90 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "the", "of", "and", "to", "in", "a", "is", "that", "for", "it", "as", "was", "with", "be", "by", "on", "not",
-    "he", "this", "are", "or", "his", "from", "at", "which", "but", "have", "an", "had", "they", "you", "were",
-    "their", "one", "all", "we", "can", "her", "has", "there", "been", "if", "more", "when", "will", "would",
-    "who", "so", "no", "model", "request", "answer", "summary", "report", "customer", "meeting", "project",
-    "quarterly", "analysis", "however", "therefore", "important", "consider", "following", "system", "data",
-    "well-known", "long-term", "January", "Jupiter", "Alice", "Among", "Although", "Kubernetes", "Japan",
-    "don't", "it's", "HTTP", "config.yaml", "fn", "main()", "{", "}", "x = 42;",
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "it",
+    "as",
+    "was",
+    "with",
+    "be",
+    "by",
+    "on",
+    "not",
+    "he",
+    "this",
+    "are",
+    "or",
+    "his",
+    "from",
+    "at",
+    "which",
+    "but",
+    "have",
+    "an",
+    "had",
+    "they",
+    "you",
+    "were",
+    "their",
+    "one",
+    "all",
+    "we",
+    "can",
+    "her",
+    "has",
+    "there",
+    "been",
+    "if",
+    "more",
+    "when",
+    "will",
+    "would",
+    "who",
+    "so",
+    "no",
+    "model",
+    "request",
+    "answer",
+    "summary",
+    "report",
+    "customer",
+    "meeting",
+    "project",
+    "quarterly",
+    "analysis",
+    "however",
+    "therefore",
+    "important",
+    "consider",
+    "following",
+    "system",
+    "data",
+    "well-known",
+    "long-term",
+    "January",
+    "Jupiter",
+    "Alice",
+    "Among",
+    "Although",
+    "Kubernetes",
+    "Japan",
+    "don't",
+    "it's",
+    "HTTP",
+    "config.yaml",
+    "fn",
+    "main()",
+    "{",
+    "}",
+    "x = 42;",
 ];
 
 /// About `len` bytes of English prose with a little code and numbers.
@@ -54,11 +131,11 @@ fn prose(len: usize, seed: u64) -> String {
                 s.push(' ');
                 s.push_str(w);
             }
-            if r.next() % 53 == 0 {
+            if r.next().is_multiple_of(53) {
                 s.push_str(" 2019");
             }
         }
-        s.push_str(if r.next() % 5 == 0 { ".\n\n" } else { ". " });
+        s.push_str(if r.next().is_multiple_of(5) { ".\n\n" } else { ". " });
     }
     s.truncate(len);
     s
@@ -75,8 +152,7 @@ fn chat_body(len: usize) -> Value {
     ];
     let used: usize = 300 + system.len() + 280;
     messages.push(json!({"role": "user", "content": prose(len.saturating_sub(used), 3)}));
-    let body = json!({"model": "gpt-4o-mini", "temperature": 0.2, "messages": messages});
-    body
+    json!({"model": "gpt-4o-mini", "temperature": 0.2, "messages": messages})
 }
 
 /// Typical streamed deltas: mostly one token (a word with its space), some punctuation,
@@ -101,29 +177,36 @@ fn meter(c: &mut Criterion) {
     let m = Meter::global();
     let one_k = prose(1024, 42);
     let code = include_str!("../src/pricing.rs");
-    let code_1k = &code[..code.char_indices().map(|(i, _)| i).find(|&i| i >= 1024).unwrap_or(code.len())];
+    let code_1k = &code[..code
+        .char_indices()
+        .map(|(i, _)| i)
+        .find(|&i| i >= 1024)
+        .unwrap_or(code.len())];
     let body_1k = chat_body(1024);
     let body_256k = chat_body(256 * 1024);
     let len_1k = serde_json::to_vec(&body_1k).unwrap().len() as u64;
     let len_256k = serde_json::to_vec(&body_256k).unwrap().len() as u64;
 
-    let mut g = c.benchmark_group("tmp");
-    g.throughput(Throughput::Bytes(one_k.len() as u64));
-    g.bench_function("split_only", |b| b.iter(|| m.split_only_tmp(black_box(&one_k))));
-    let pieces: Vec<&[u8]> = one_k.split_inclusive(' ').map(str::as_bytes).collect();
-    println!("pieces {}", pieces.len());
-    g.bench_function("lookup_only", |b| b.iter(|| m.lookup_only_tmp(black_box(&pieces))));
-    g.finish();
     let mut g = c.benchmark_group("Meter");
     g.throughput(Throughput::Bytes(one_k.len() as u64));
-    g.bench_function("count_text/prose_1KiB", |b| b.iter(|| m.count_text(black_box(&one_k))));
+    g.bench_function("count_text/prose_1KiB", |b| {
+        b.iter(|| m.count_text(black_box(&one_k)))
+    });
     g.throughput(Throughput::Bytes(code_1k.len() as u64));
-    g.bench_function("count_text/code_1KiB", |b| b.iter(|| m.count_text(black_box(code_1k))));
+    g.bench_function("count_text/code_1KiB", |b| {
+        b.iter(|| m.count_text(black_box(code_1k)))
+    });
     g.throughput(Throughput::Bytes(len_1k));
-    g.bench_function("estimate_prompt/chat_1KiB", |b| b.iter(|| m.estimate_prompt(black_box(&body_1k))));
-    g.bench_function("estimate_prompt_fast/chat_1KiB", |b| b.iter(|| Meter::estimate_prompt_fast(black_box(&body_1k))));
+    g.bench_function("estimate_prompt/chat_1KiB", |b| {
+        b.iter(|| m.estimate_prompt(black_box(&body_1k)))
+    });
+    g.bench_function("estimate_prompt_fast/chat_1KiB", |b| {
+        b.iter(|| Meter::estimate_prompt_fast(black_box(&body_1k)))
+    });
     g.throughput(Throughput::Bytes(len_256k));
-    g.bench_function("estimate_prompt/chat_256KiB", |b| b.iter(|| m.estimate_prompt(black_box(&body_256k))));
+    g.bench_function("estimate_prompt/chat_256KiB", |b| {
+        b.iter(|| m.estimate_prompt(black_box(&body_256k)))
+    });
     g.bench_function("estimate_prompt_fast/chat_256KiB", |b| {
         b.iter(|| Meter::estimate_prompt_fast(black_box(&body_256k)))
     });
@@ -140,11 +223,17 @@ fn meter(c: &mut Criterion) {
     let text_256k = prose(256 * 1024, 3);
     let mut g = c.benchmark_group("tiktoken");
     g.throughput(Throughput::Bytes(one_k.len() as u64));
-    g.bench_function("encode_ordinary/prose_1KiB", |b| b.iter(|| bpe.encode_ordinary(black_box(&one_k)).len()));
+    g.bench_function("encode_ordinary/prose_1KiB", |b| {
+        b.iter(|| bpe.encode_ordinary(black_box(&one_k)).len())
+    });
     g.sample_size(20);
     g.throughput(Throughput::Bytes(text_256k.len() as u64));
-    g.bench_function("encode_ordinary/prose_256KiB", |b| b.iter(|| bpe.encode_ordinary(black_box(&text_256k)).len()));
-    g.bench_function("Meter::count_text/prose_256KiB", |b| b.iter(|| m.count_text(black_box(&text_256k))));
+    g.bench_function("encode_ordinary/prose_256KiB", |b| {
+        b.iter(|| bpe.encode_ordinary(black_box(&text_256k)).len())
+    });
+    g.bench_function("Meter::count_text/prose_256KiB", |b| {
+        b.iter(|| m.count_text(black_box(&text_256k)))
+    });
     g.finish();
 }
 
@@ -183,11 +272,22 @@ fn pricing(c: &mut Criterion) {
     let table = PriceTable::builtin();
     let mut g = c.benchmark_group("PriceTable");
     g.throughput(Throughput::Elements(1));
-    for model in ["gpt-4o-mini", "claude-sonnet-4-5-20250929", "gpt-4o-mini-2024-07-18", "unknown-model-x"] {
-        g.bench_function(format!("lookup/{model}"), |b| b.iter(|| table.lookup(black_box(model))));
+    for model in [
+        "gpt-4o-mini",
+        "claude-sonnet-4-5-20250929",
+        "gpt-4o-mini-2024-07-18",
+        "unknown-model-x",
+    ] {
+        g.bench_function(format!("lookup/{model}"), |b| {
+            b.iter(|| table.lookup(black_box(model)))
+        });
     }
     g.bench_function("price_for/snapshot", |b| {
-        b.iter(|| table.price_for(black_box("claude-sonnet-4-5-20250929"), None).is_ok())
+        b.iter(|| {
+            table
+                .price_for(black_box("claude-sonnet-4-5-20250929"), None)
+                .is_ok()
+        })
     });
     g.finish();
 
@@ -195,8 +295,12 @@ fn pricing(c: &mut Criterion) {
     let usage = TokenUsage::anthropic(472, 0, 1024, 89);
     let mut g = c.benchmark_group("ModelPrice");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("cost", |b| b.iter(|| black_box(&sonnet).cost(black_box(&usage))));
-    g.bench_function("output_cost", |b| b.iter(|| black_box(&sonnet).output_cost(black_box(3))));
+    g.bench_function("cost", |b| {
+        b.iter(|| black_box(&sonnet).cost(black_box(&usage)))
+    });
+    g.bench_function("output_cost", |b| {
+        b.iter(|| black_box(&sonnet).output_cost(black_box(3)))
+    });
     g.finish();
 }
 

@@ -8,6 +8,10 @@
 //! - [`error`]: the agent-facing error codes of §11 and their OpenAI/Anthropic bodies.
 //! - [`sse`]: the incremental server-sent-events codec used by the stream stage.
 //! - [`pii`]: the PII detection and redaction engine (§7).
+//! - [`pricing`]: model prices (embedded table + admin overrides) and request cost.
+//! - [`meter`]: token counting (o200k) for prompt estimates and per-chunk metering.
+//! - [`lease`]: the lease protocol between proxies and control (§6).
+//! - [`wire`], [`transit`]: routing data shared with proxies, and sealing of provider keys.
 
 pub mod error;
 pub mod lease;

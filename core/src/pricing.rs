@@ -103,7 +103,9 @@ impl From<RawModelPrice> for ModelPrice {
         ModelPrice {
             input: r.input,
             cached_input: r.cached_input.unwrap_or(r.input),
-            cache_write: r.cache_write.unwrap_or_else(|| default_cache_write(r.input)),
+            cache_write: r
+                .cache_write
+                .unwrap_or_else(|| default_cache_write(r.input)),
             output: r.output,
             long_context: r.long_context,
         }
@@ -116,7 +118,9 @@ impl From<RawLongContextPrice> for LongContextPrice {
             above_input_tokens: r.above_input_tokens,
             input: r.input,
             cached_input: r.cached_input.unwrap_or(r.input),
-            cache_write: r.cache_write.unwrap_or_else(|| default_cache_write(r.input)),
+            cache_write: r
+                .cache_write
+                .unwrap_or_else(|| default_cache_write(r.input)),
             output: r.output,
         }
     }
@@ -125,7 +129,13 @@ impl From<RawLongContextPrice> for LongContextPrice {
 impl ModelPrice {
     /// A price with the same rate for every kind of token (e.g. a project default).
     pub const fn flat(input: u64, output: u64) -> Self {
-        ModelPrice { input, cached_input: input, cache_write: input, output, long_context: None }
+        ModelPrice {
+            input,
+            cached_input: input,
+            cache_write: input,
+            output,
+            long_context: None,
+        }
     }
 
     /// Cost of `usage`, rounded up to the micro-dollar once, saturating at `u64::MAX`.
@@ -210,12 +220,19 @@ impl TokenUsage {
 
     /// Only output tokens (a streamed delta).
     pub const fn output(tokens: u64) -> Self {
-        TokenUsage { input_tokens: 0, cached_input_tokens: 0, cache_write_tokens: 0, output_tokens: tokens }
+        TokenUsage {
+            input_tokens: 0,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: tokens,
+        }
     }
 
     /// Prompt tokens that were neither read from nor written to the cache.
     pub const fn uncached_input_tokens(&self) -> u64 {
-        self.input_tokens.saturating_sub(self.cached_input_tokens).saturating_sub(self.cache_write_tokens)
+        self.input_tokens
+            .saturating_sub(self.cached_input_tokens)
+            .saturating_sub(self.cache_write_tokens)
     }
 
     /// Reads a provider `usage` object, telling the shapes apart by their fields:
@@ -230,13 +247,25 @@ impl TokenUsage {
     pub fn from_usage_json(usage: &Value) -> Option<Self> {
         let n = |v: &Value, key: &str| v.get(key).and_then(Value::as_u64).unwrap_or(0);
         if let Some(prompt) = usage.get("prompt_tokens").and_then(Value::as_u64) {
-            let cached = usage.get("prompt_tokens_details").map_or(0, |d| n(d, "cached_tokens"));
-            return Some(TokenUsage::openai(prompt, cached, n(usage, "completion_tokens")));
+            let cached = usage
+                .get("prompt_tokens_details")
+                .map_or(0, |d| n(d, "cached_tokens"));
+            return Some(TokenUsage::openai(
+                prompt,
+                cached,
+                n(usage, "completion_tokens"),
+            ));
         }
         let has = |key: &str| usage.get(key).is_some_and(|v| !v.is_null());
         if has("input_tokens_details") || (has("total_tokens") && has("input_tokens")) {
-            let cached = usage.get("input_tokens_details").map_or(0, |d| n(d, "cached_tokens"));
-            return Some(TokenUsage::openai(n(usage, "input_tokens"), cached, n(usage, "output_tokens")));
+            let cached = usage
+                .get("input_tokens_details")
+                .map_or(0, |d| n(d, "cached_tokens"));
+            return Some(TokenUsage::openai(
+                n(usage, "input_tokens"),
+                cached,
+                n(usage, "output_tokens"),
+            ));
         }
         if has("input_tokens")
             || has("output_tokens")
@@ -257,7 +286,9 @@ impl TokenUsage {
 /// No price is known for a model and the project has no default price (→ 400
 /// `unknown_model_price`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no price is configured for model `{model}`; an admin can set one (`iron pricing set`) or give the project a default price")]
+#[error(
+    "no price is configured for model `{model}`; an admin can set one (`iron pricing set`) or give the project a default price"
+)]
 pub struct UnknownModelPrice {
     /// The requested model name (cut to 128 bytes).
     pub model: String,
@@ -269,7 +300,9 @@ impl UnknownModelPrice {
         while !model.is_char_boundary(end) {
             end -= 1;
         }
-        UnknownModelPrice { model: model[..end].to_owned() }
+        UnknownModelPrice {
+            model: model[..end].to_owned(),
+        }
     }
 
     /// The agent-facing error code.
@@ -323,14 +356,20 @@ impl PriceTable {
 
     /// Parses a price file in the format of `core/data/pricing.toml`.
     pub fn from_toml(text: &str) -> Result<Self, PricingError> {
-        let file: PriceFile = toml::from_str(text).map_err(|e| PricingError::Parse(e.to_string()))?;
+        let file: PriceFile =
+            toml::from_str(text).map_err(|e| PricingError::Parse(e.to_string()))?;
         if file.unit != PRICE_UNIT {
             return Err(PricingError::Unit(file.unit));
         }
         if file.models.keys().any(String::is_empty) {
             return Err(PricingError::EmptyModel);
         }
-        Ok(PriceTable { version: file.version, updated: file.updated, defaults: file.models, overrides: HashMap::new() })
+        Ok(PriceTable {
+            version: file.version,
+            updated: file.updated,
+            defaults: file.models,
+            overrides: HashMap::new(),
+        })
     }
 
     /// This table with admin overrides (`iron pricing set`), replacing any earlier overrides.
@@ -388,11 +427,16 @@ impl PriceTable {
         model: &str,
         project_default: Option<&'a ModelPrice>,
     ) -> Result<&'a ModelPrice, UnknownModelPrice> {
-        self.lookup(model).or(project_default).ok_or_else(|| UnknownModelPrice::new(model))
+        self.lookup(model)
+            .or(project_default)
+            .ok_or_else(|| UnknownModelPrice::new(model))
     }
 }
 
-fn resolve_in<'a>(map: &'a HashMap<String, ModelPrice>, model: &str) -> Option<(&'a str, &'a ModelPrice)> {
+fn resolve_in<'a>(
+    map: &'a HashMap<String, ModelPrice>,
+    model: &str,
+) -> Option<(&'a str, &'a ModelPrice)> {
     if map.is_empty() {
         return None;
     }
@@ -407,9 +451,14 @@ pub fn snapshot_family(model: &str) -> Option<&str> {
         return (!family.is_empty()).then_some(family);
     }
     let b = model.as_bytes();
-    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let digits = |range: std::ops::Range<usize>| {
+        b.get(range)
+            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
+    };
     let num = |range: std::ops::Range<usize>| {
-        b.get(range).map_or(0, |d| d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0')))
+        b.get(range).map_or(0, |d| {
+            d.iter().fold(0u32, |n, c| n * 10 + u32::from(c - b'0'))
+        })
     };
     let month_day = |at: usize, dash: bool| {
         let day_at = if dash { at + 3 } else { at + 2 };

@@ -77,11 +77,18 @@ fn token_aligned_deltas_are_exact() {
         for delta in token_deltas(&text) {
             d.push(&delta);
         }
-        println!("{name}: token-aligned deltas {} vs whole {whole}", d.total());
+        println!(
+            "{name}: token-aligned deltas {} vs whole {whole}",
+            d.total()
+        );
         // A token's text re-counted alone is that one token, except rare pieces the
         // pre-tokenizer splits differently without their neighbours.
         assert!(d.total() >= whole, "{name}: under-count");
-        assert!(d.total() as f64 <= whole as f64 * 1.02, "{name}: {} vs {whole}", d.total());
+        assert!(
+            d.total() as f64 <= whole as f64 * 1.02,
+            "{name}: {} vs {whole}",
+            d.total()
+        );
     }
 }
 
@@ -101,7 +108,10 @@ fn random_cuts_over_count_a_little_and_never_under() {
             assert!(sum >= whole, "{name}: {sum} < {whole}");
             worst = worst.max(sum as f64 / whole as f64);
         }
-        println!("{name}: 4–20-byte deltas over-count by at most {:.0} %", (worst - 1.0) * 100.0);
+        println!(
+            "{name}: 4–20-byte deltas over-count by at most {:.0} %",
+            (worst - 1.0) * 100.0
+        );
         assert!(worst < 1.6, "{name}: {worst}");
     }
 }

@@ -9,7 +9,9 @@ use iron_core::meter::Meter;
 use proptest::prelude::*;
 
 fn reference(text: &str) -> u64 {
-    tiktoken_rs::o200k_base_singleton().encode_ordinary(text).len() as u64
+    tiktoken_rs::o200k_base_singleton()
+        .encode_ordinary(text)
+        .len() as u64
 }
 
 fn meter() -> &'static Meter {
@@ -20,7 +22,11 @@ fn meter() -> &'static Meter {
 
 #[track_caller]
 fn same(text: &str) {
-    assert_eq!(meter().count_text(text), reference(text), "count differs for {text:?}");
+    assert_eq!(
+        meter().count_text(text),
+        reference(text),
+        "count differs for {text:?}"
+    );
 }
 
 #[test]
@@ -36,22 +42,66 @@ fn known_counts() {
 fn every_pattern_alternative() {
     for text in [
         // words, prefixes, case runs, contractions (case-insensitive, ſ folds to s)
-        "Hello world", " HELLO world", "CamelCaseWordsAndHTTPServer", "don't we'll they're I'M you'VE he'd it's",
-        "'twas", "x'ſ", "ABC'S def'LL", "'hello", "\tTabbed", ".dotted", "__init__", "É école ÀÉÎ",
+        "Hello world",
+        " HELLO world",
+        "CamelCaseWordsAndHTTPServer",
+        "don't we'll they're I'M you'VE he'd it's",
+        "'twas",
+        "x'ſ",
+        "ABC'S def'LL",
+        "'hello",
+        "\tTabbed",
+        ".dotted",
+        "__init__",
+        "É école ÀÉÎ",
         // digits
-        "1", "12", "123", "1234567", "3.14159", "$5,000,000.00", "٣٤٥", "½ Ⅻ",
+        "1",
+        "12",
+        "123",
+        "1234567",
+        "3.14159",
+        "$5,000,000.00",
+        "٣٤٥",
+        "½ Ⅻ",
         // symbols, optional space, trailing newlines and slashes
-        " ...", "a // b", "path/to/file", "!!\n\n/", "->\r\n", " ?!\n/x", "😀😀 🎉", "€100", "«quoted»",
+        " ...",
+        "a // b",
+        "path/to/file",
+        "!!\n\n/",
+        "->\r\n",
+        " ?!\n/x",
+        "😀😀 🎉",
+        "€100",
+        "«quoted»",
         // whitespace: line breaks, runs before words, trailing runs, unicode spaces
-        "a\n\nb", "a \n \n  b", "a   b", "a   ", "   ", "\n", "\r\n\r\n", "x\u{a0}\u{a0}y", "x\u{3000}y", "a\t\t\tb",
-        " \u{2028}x", "end \n",
+        "a\n\nb",
+        "a \n \n  b",
+        "a   b",
+        "a   ",
+        "   ",
+        "\n",
+        "\r\n\r\n",
+        "x\u{a0}\u{a0}y",
+        "x\u{3000}y",
+        "a\t\t\tb",
+        " \u{2028}x",
+        "end \n",
         // marks, CJK, other scripts
-        "e\u{301}\u{301}", "\u{301}abc", "日本語のテキストです。", "Привет, мир!", "مرحبا بالعالم", "ǅemal ʰa",
-        "한국어 텍스트", "ไทย", "हिन्दी",
+        "e\u{301}\u{301}",
+        "\u{301}abc",
+        "日本語のテキストです。",
+        "Привет, мир!",
+        "مرحبا بالعالم",
+        "ǅemal ʰa",
+        "한국어 텍스트",
+        "ไทย",
+        "हिन्दी",
         // special-token text counts as ordinary text
-        "<|endoftext|>", "<|endofprompt|> x",
+        "<|endoftext|>",
+        "<|endofprompt|> x",
         // code and JSON
-        "fn main() {\n    println!(\"hi\");\n}\n", "{\"a\":[1,2,{\"b\":null}]}",
+        "fn main() {\n    println!(\"hi\");\n}\n",
+        "{\"a\":[1,2,{\"b\":null}]}",
     ] {
         same(text);
     }
@@ -99,20 +149,62 @@ fn source_files_match() {
 /// non-ASCII upper/lower/title/modifier/other letters, combining marks, other-script digits,
 /// numeric symbols, Unicode spaces and line separators, emoji, long s.
 const ALPHABET: &[char] = &[
-    'a', 'b', 's', 't', 'r', 'e', 'v', 'm', 'l', 'd', 'A', 'B', 'S', 'T', 'L', 'E', 'Z', '0', '1', '9', '\'', '\'', ' ',
-    ' ', ' ', '\t', '\n', '\r', '/', '.', ',', '!', '-', '_', '{', '"', '\u{0}', '\u{7}', '\u{b}', '\u{c}', '\u{1f}',
-    'É', 'é', 'ǅ', 'ʰ', '日', 'ア', '\u{301}', '\u{94d}', '٣', '½', 'Ⅻ', '\u{a0}', '\u{85}', '\u{2028}', '\u{3000}',
-    '😀', '𝐀', '𝐚', '𝟘', 'ſ', '€', '«', '\u{200b}', 'ß', 'İ',
+    'a', 'b', 's', 't', 'r', 'e', 'v', 'm', 'l', 'd', 'A', 'B', 'S', 'T', 'L', 'E', 'Z', '0', '1',
+    '9', '\'', '\'', ' ', ' ', ' ', '\t', '\n', '\r', '/', '.', ',', '!', '-', '_', '{', '"',
+    '\u{0}', '\u{7}', '\u{b}', '\u{c}', '\u{1f}', 'É', 'é', 'ǅ', 'ʰ', '日', 'ア', '\u{301}',
+    '\u{94d}', '٣', '½', 'Ⅻ', '\u{a0}', '\u{85}', '\u{2028}', '\u{3000}', '😀', '𝐀', '𝐚', '𝟘', 'ſ',
+    '€', '«', '\u{200b}', 'ß', 'İ',
 ];
 
 fn text_from(alphabet: &'static [char]) -> impl Strategy<Value = String> {
-    prop::collection::vec(prop::sample::select(alphabet), 0..48).prop_map(|cs| cs.into_iter().collect())
+    prop::collection::vec(prop::sample::select(alphabet), 0..48)
+        .prop_map(|cs| cs.into_iter().collect())
 }
 
 const WORDS: &[&str] = &[
-    "the", " the", "The", " quick", "brown", " fox", "'s", "n't", " I'm", "HTTP", "Server", "42", " 1999", "3.14", "\n",
-    "\n\n", "  ", "   ", "\t", ", ", ". ", "!", "?", "/", "//", "->", "()", "{}", "\":\"", "日本", "Ünïcödé", "😀",
-    "don't", "x", "y", "\r\n", "/*", "*/", "snake_case", "camelCase", "ALLCAPS", "\u{a0}", "é",
+    "the",
+    " the",
+    "The",
+    " quick",
+    "brown",
+    " fox",
+    "'s",
+    "n't",
+    " I'm",
+    "HTTP",
+    "Server",
+    "42",
+    " 1999",
+    "3.14",
+    "\n",
+    "\n\n",
+    "  ",
+    "   ",
+    "\t",
+    ", ",
+    ". ",
+    "!",
+    "?",
+    "/",
+    "//",
+    "->",
+    "()",
+    "{}",
+    "\":\"",
+    "日本",
+    "Ünïcödé",
+    "😀",
+    "don't",
+    "x",
+    "y",
+    "\r\n",
+    "/*",
+    "*/",
+    "snake_case",
+    "camelCase",
+    "ALLCAPS",
+    "\u{a0}",
+    "é",
 ];
 
 fn words() -> impl Strategy<Value = String> {

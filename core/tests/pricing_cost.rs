@@ -19,9 +19,11 @@ fn usage(v: serde_json::Value) -> TokenUsage {
 #[test]
 fn openai_chat_fixture() {
     // openai-chat.json: gpt-4o-mini-2024-07-18, 24 prompt + 8 completion tokens.
-    let u = usage(json!({"prompt_tokens":24,"completion_tokens":8,"total_tokens":32,
+    let u = usage(
+        json!({"prompt_tokens":24,"completion_tokens":8,"total_tokens":32,
         "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0},
-        "completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}));
+        "completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}),
+    );
     assert_eq!(u, TokenUsage::openai(24, 0, 8));
     // 24 × $0.15/M + 8 × $0.60/M = 8.4 µ$ → 9 µ$ (rounded up).
     assert_eq!(price("gpt-4o-mini-2024-07-18").cost(&u), Money(9));
@@ -30,16 +32,20 @@ fn openai_chat_fixture() {
 #[test]
 fn openai_stream_usage_fixture() {
     // openai-chat-stream-usage.sse: final chunk usage, 19 + 2 tokens: 4.05 µ$ → 5.
-    let u = usage(json!({"prompt_tokens":19,"completion_tokens":2,"total_tokens":21,
-        "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0}}));
+    let u = usage(
+        json!({"prompt_tokens":19,"completion_tokens":2,"total_tokens":21,
+        "prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0}}),
+    );
     assert_eq!(price("gpt-4o-mini-2024-07-18").cost(&u), Money(5));
 }
 
 #[test]
 fn openai_responses_fixture() {
     // openai-responses-stream.sse: response.completed usage, 12 + 3 tokens: 3.6 µ$ → 4.
-    let u = usage(json!({"input_tokens":12,"input_tokens_details":{"cached_tokens":0},"output_tokens":3,
-        "output_tokens_details":{"reasoning_tokens":0},"total_tokens":15}));
+    let u = usage(
+        json!({"input_tokens":12,"input_tokens_details":{"cached_tokens":0},"output_tokens":3,
+        "output_tokens_details":{"reasoning_tokens":0},"total_tokens":15}),
+    );
     assert_eq!(u, TokenUsage::openai(12, 0, 3));
     assert_eq!(price("gpt-4o-mini-2024-07-18").cost(&u), Money(4));
 }
@@ -48,11 +54,16 @@ fn openai_responses_fixture() {
 fn anthropic_stream_fixture() {
     // anthropic-messages-stream.sse: message_start usage (input 472, cache read 1024), then
     // message_delta output_tokens 89 (cumulative; it replaces message_start's 2).
-    let start = usage(json!({"input_tokens":472,"cache_creation_input_tokens":0,"cache_read_input_tokens":1024,
-        "output_tokens":2,"service_tier":"standard"}));
+    let start = usage(
+        json!({"input_tokens":472,"cache_creation_input_tokens":0,"cache_read_input_tokens":1024,
+        "output_tokens":2,"service_tier":"standard"}),
+    );
     let delta = usage(json!({"output_tokens":89}));
     assert_eq!(delta, TokenUsage::output(89));
-    let u = TokenUsage { output_tokens: delta.output_tokens, ..start };
+    let u = TokenUsage {
+        output_tokens: delta.output_tokens,
+        ..start
+    };
     assert_eq!(u, TokenUsage::anthropic(472, 0, 1024, 89));
     assert_eq!(u.input_tokens, 1496);
     assert_eq!(u.uncached_input_tokens(), 472);
@@ -71,7 +82,9 @@ fn anthropic_error_stream_fixture() {
 fn openai_cached_input() {
     // gpt-4o: 2000 prompt tokens of which 1536 cached, 300 completion.
     // 464 × 2.5 + 1536 × 1.25 + 300 × 10 = 1160 + 1920 + 3000 = 6080 µ$.
-    let u = usage(json!({"prompt_tokens":2000,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1536}}));
+    let u = usage(
+        json!({"prompt_tokens":2000,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1536}}),
+    );
     assert_eq!(u.cached_input_tokens, 1536);
     assert_eq!(price("gpt-4o").cost(&u), Money(6080));
 }
@@ -79,7 +92,9 @@ fn openai_cached_input() {
 #[test]
 fn anthropic_cache_write() {
     // haiku 4.5: 100 uncached, 2000 written, 50 out: 100 × 1 + 2000 × 1.25 + 50 × 5 = 2850 µ$.
-    let u = usage(json!({"input_tokens":100,"cache_creation_input_tokens":2000,"cache_read_input_tokens":0,"output_tokens":50}));
+    let u = usage(
+        json!({"input_tokens":100,"cache_creation_input_tokens":2000,"cache_read_input_tokens":0,"output_tokens":50}),
+    );
     assert_eq!(u, TokenUsage::anthropic(100, 2000, 0, 50));
     assert_eq!(u.input_tokens, 2100);
     assert_eq!(u.cache_write_tokens, 2000);
@@ -104,7 +119,10 @@ fn embeddings() {
     assert_eq!(u, TokenUsage::openai(8, 0, 0));
     // 8 × $0.02/M = 0.16 µ$ → 1 µ$: never free.
     assert_eq!(price("text-embedding-3-small").cost(&u), Money(1));
-    assert_eq!(price("text-embedding-3-large").cost(&TokenUsage::openai(1_000_000, 0, 0)), Money(130_000));
+    assert_eq!(
+        price("text-embedding-3-large").cost(&TokenUsage::openai(1_000_000, 0, 0)),
+        Money(130_000)
+    );
 }
 
 #[test]
@@ -121,15 +139,31 @@ fn rounding_and_saturation() {
     assert_eq!(p.cost(&TokenUsage::default()), Money(0));
     assert_eq!(p.cost(&TokenUsage::openai(1, 0, 0)), Money(1));
     // Rounded once per request, not per kind of token: 0.5 + 0.5 µ$ = 1 µ$.
-    let p = ModelPrice { input: 500_000, cached_input: 500_000, cache_write: 500_000, output: 500_000, long_context: None };
+    let p = ModelPrice {
+        input: 500_000,
+        cached_input: 500_000,
+        cache_write: 500_000,
+        output: 500_000,
+        long_context: None,
+    };
     assert_eq!(p.cost(&TokenUsage::openai(1, 0, 1)), Money(1));
     // Saturates, never wraps.
     let max = ModelPrice::flat(u64::MAX, u64::MAX);
-    let huge = TokenUsage { input_tokens: u64::MAX, cached_input_tokens: 0, cache_write_tokens: 0, output_tokens: u64::MAX };
+    let huge = TokenUsage {
+        input_tokens: u64::MAX,
+        cached_input_tokens: 0,
+        cache_write_tokens: 0,
+        output_tokens: u64::MAX,
+    };
     assert_eq!(max.cost(&huge), Money(u64::MAX));
     // Inconsistent usage (more cached than input) charges the cached tokens, no underflow.
     let p = price("gpt-4o");
-    let odd = TokenUsage { input_tokens: 10, cached_input_tokens: 20, cache_write_tokens: 0, output_tokens: 0 };
+    let odd = TokenUsage {
+        input_tokens: 10,
+        cached_input_tokens: 20,
+        cache_write_tokens: 0,
+        output_tokens: 0,
+    };
     assert_eq!(p.cost(&odd), Money(25));
     assert_eq!(p.output_cost(3), Money(30));
     assert_eq!(p.input_cost(1000), Money(2500));
@@ -142,7 +176,10 @@ fn usage_shapes() {
     // OpenAI `usage: null` on stream chunks is not usage.
     assert_eq!(TokenUsage::from_usage_json(&json!({"usage": null})), None);
     // Responses usage without details but with total_tokens is OpenAI-shaped.
-    assert_eq!(usage(json!({"input_tokens":5,"output_tokens":1,"total_tokens":6})), TokenUsage::openai(5, 0, 1));
+    assert_eq!(
+        usage(json!({"input_tokens":5,"output_tokens":1,"total_tokens":6})),
+        TokenUsage::openai(5, 0, 1)
+    );
 }
 
 fn long_context_price() -> ModelPrice {

@@ -24,7 +24,10 @@ fn embedded_file_parses_with_version_and_date() {
     assert!(d.starts_with("20") && d.as_bytes()[4] == b'-' && d.as_bytes()[7] == b'-');
     assert!(t.defaults().count() >= 50);
     // builtin() is the same table, not the empty fallback.
-    assert_eq!(PriceTable::builtin().defaults().count(), t.defaults().count());
+    assert_eq!(
+        PriceTable::builtin().defaults().count(),
+        t.defaults().count()
+    );
 }
 
 #[test]
@@ -36,13 +39,26 @@ fn every_entry_is_sane() {
         assert!(p.cached_input <= p.input, "{model}: cached_input");
         assert!(p.cache_write >= p.input, "{model}: cache_write");
         let embedding = model.starts_with("text-embedding");
-        assert_eq!(p.output == 0, embedding, "{model}: only embeddings have no output price");
-        assert!(p.output == 0 || p.output >= p.input, "{model}: output >= input");
+        assert_eq!(
+            p.output == 0,
+            embedding,
+            "{model}: only embeddings have no output price"
+        );
+        assert!(
+            p.output == 0 || p.output >= p.input,
+            "{model}: output >= input"
+        );
         if let Some(lc) = p.long_context {
-            assert!(lc.input > p.input && lc.output > p.output && lc.above_input_tokens > 0, "{model}");
+            assert!(
+                lc.input > p.input && lc.output > p.output && lc.above_input_tokens > 0,
+                "{model}"
+            );
         }
         // Nothing above $1000 per million tokens: catches a misplaced digit.
-        assert!(p.output <= 1_000_000_000 && p.input <= 1_000_000_000, "{model}");
+        assert!(
+            p.output <= 1_000_000_000 && p.input <= 1_000_000_000,
+            "{model}"
+        );
         // Family keys must not themselves look like snapshots (they would be unreachable by
         // family resolution only if misnamed); exact snapshot entries are allowed.
         let _ = snapshot_family(model);
@@ -90,22 +106,40 @@ fn known_list_prices() {
     let p = |m: &str| *t.lookup(m).unwrap();
     // OpenAI: $2.50 / $1.25 / $10 per 1M.
     let g = p("gpt-4o");
-    assert_eq!((g.input, g.cached_input, g.output), (2_500_000, 1_250_000, 10_000_000));
+    assert_eq!(
+        (g.input, g.cached_input, g.output),
+        (2_500_000, 1_250_000, 10_000_000)
+    );
     let g = p("gpt-4o-mini");
-    assert_eq!((g.input, g.cached_input, g.output), (150_000, 75_000, 600_000));
+    assert_eq!(
+        (g.input, g.cached_input, g.output),
+        (150_000, 75_000, 600_000)
+    );
     let g = p("gpt-5");
-    assert_eq!((g.input, g.cached_input, g.output), (1_250_000, 125_000, 10_000_000));
+    assert_eq!(
+        (g.input, g.cached_input, g.output),
+        (1_250_000, 125_000, 10_000_000)
+    );
     // Omitted cached_input defaults to input (never cheaper).
     let g = p("gpt-5-pro");
     assert_eq!(g.cached_input, g.input);
     assert_eq!(p("text-embedding-3-small").input, 20_000);
     // Anthropic: input / 5-min cache write / cache read / output.
     let c = p("claude-sonnet-4-5");
-    assert_eq!((c.input, c.cache_write, c.cached_input, c.output), (3_000_000, 3_750_000, 300_000, 15_000_000));
+    assert_eq!(
+        (c.input, c.cache_write, c.cached_input, c.output),
+        (3_000_000, 3_750_000, 300_000, 15_000_000)
+    );
     let c = p("claude-opus-4-5");
-    assert_eq!((c.input, c.cache_write, c.cached_input, c.output), (5_000_000, 6_250_000, 500_000, 25_000_000));
+    assert_eq!(
+        (c.input, c.cache_write, c.cached_input, c.output),
+        (5_000_000, 6_250_000, 500_000, 25_000_000)
+    );
     let c = p("claude-haiku-4-5");
-    assert_eq!((c.input, c.cache_write, c.cached_input, c.output), (1_000_000, 1_250_000, 100_000, 5_000_000));
+    assert_eq!(
+        (c.input, c.cache_write, c.cached_input, c.output),
+        (1_000_000, 1_250_000, 100_000, 5_000_000)
+    );
     assert_eq!(p("claude-opus-4-1").output, 75_000_000);
     // Aliases carry the same price as their family.
     assert_eq!(p("claude-sonnet-4-0"), p("claude-sonnet-4"));
@@ -148,11 +182,23 @@ fn snapshots_resolve_to_their_family() {
 #[test]
 fn exact_entries_win_over_families() {
     let t = table();
-    assert_eq!(key_of(&t, "gpt-4o-2024-05-13").as_deref(), Some("gpt-4o-2024-05-13"));
+    assert_eq!(
+        key_of(&t, "gpt-4o-2024-05-13").as_deref(),
+        Some("gpt-4o-2024-05-13")
+    );
     assert_eq!(t.lookup("gpt-4o-2024-05-13").unwrap().input, 5_000_000);
-    assert_eq!(key_of(&t, "gpt-3.5-turbo-1106").as_deref(), Some("gpt-3.5-turbo-1106"));
-    assert_eq!(key_of(&t, "chatgpt-4o-latest").as_deref(), Some("chatgpt-4o-latest"));
-    assert_eq!(key_of(&t, "gpt-5-chat-latest").as_deref(), Some("gpt-5-chat-latest"));
+    assert_eq!(
+        key_of(&t, "gpt-3.5-turbo-1106").as_deref(),
+        Some("gpt-3.5-turbo-1106")
+    );
+    assert_eq!(
+        key_of(&t, "chatgpt-4o-latest").as_deref(),
+        Some("chatgpt-4o-latest")
+    );
+    assert_eq!(
+        key_of(&t, "gpt-5-chat-latest").as_deref(),
+        Some("gpt-5-chat-latest")
+    );
 }
 
 #[test]
@@ -160,7 +206,10 @@ fn never_a_wrong_family() {
     let t = table();
     // gpt-4o must not price gpt-4o-mini's snapshots (they resolve to gpt-4o-mini), and
     // families must not price unknown siblings or variants.
-    assert_eq!(key_of(&t, "gpt-4o-mini-2024-07-18").as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(
+        key_of(&t, "gpt-4o-mini-2024-07-18").as_deref(),
+        Some("gpt-4o-mini")
+    );
     for unknown in [
         "gpt-4o-audio-preview",
         "gpt-4o-mini-realtime-preview-2024-12-17",
@@ -190,7 +239,10 @@ fn never_a_wrong_family() {
 #[test]
 fn snapshot_suffixes() {
     assert_eq!(snapshot_family("gpt-4o-2024-08-06"), Some("gpt-4o"));
-    assert_eq!(snapshot_family("claude-3-haiku-20240307"), Some("claude-3-haiku"));
+    assert_eq!(
+        snapshot_family("claude-3-haiku-20240307"),
+        Some("claude-3-haiku")
+    );
     assert_eq!(snapshot_family("gpt-4-0613"), Some("gpt-4"));
     assert_eq!(snapshot_family("x-latest"), Some("x"));
     assert_eq!(snapshot_family("gpt-4o"), None);
@@ -231,7 +283,10 @@ fn unknown_model_is_never_free() {
     // A project default prices unknown models, and only unknown ones.
     let default = ModelPrice::flat(10_000_000, 30_000_000);
     assert_eq!(t.price_for("mystery-model-9", Some(&default)), Ok(&default));
-    assert_eq!(t.price_for("gpt-4o", Some(&default)).unwrap().input, 2_500_000);
+    assert_eq!(
+        t.price_for("gpt-4o", Some(&default)).unwrap().input,
+        2_500_000
+    );
     // Long names are cut in the error.
     let long = "m".repeat(10_000);
     assert_eq!(t.price_for(&long, None).unwrap_err().model.len(), 128);
@@ -246,8 +301,12 @@ fn model_price_serde() {
     assert_eq!(p.cached_input, 3_000_000);
     assert_eq!(p.cache_write, 3_750_000);
     assert_eq!(p.long_context, None);
-    let p: ModelPrice = serde_json::from_str(r#"{"input":1,"cache_read":0,"cache_write":2,"output":3}"#).unwrap();
-    assert_eq!((p.input, p.cached_input, p.cache_write, p.output), (1, 0, 2, 3));
+    let p: ModelPrice =
+        serde_json::from_str(r#"{"input":1,"cache_read":0,"cache_write":2,"output":3}"#).unwrap();
+    assert_eq!(
+        (p.input, p.cached_input, p.cache_write, p.output),
+        (1, 0, 2, 3)
+    );
     // Odd input rounds the default cache write up.
     let p: ModelPrice = serde_json::from_str(r#"{"input":3,"output":3}"#).unwrap();
     assert_eq!(p.cache_write, 4);
@@ -274,11 +333,20 @@ fn bad_price_files_are_rejected() {
     assert_eq!(t.version(), 2);
     assert_eq!(t.lookup("m").unwrap().output, 2);
     let bad_unit = ok.replace("micro-dollars", "dollars");
-    assert!(matches!(PriceTable::from_toml(&bad_unit), Err(PricingError::Unit(_))));
+    assert!(matches!(
+        PriceTable::from_toml(&bad_unit),
+        Err(PricingError::Unit(_))
+    ));
     let typo = ok.replace("output", "outptu");
-    assert!(matches!(PriceTable::from_toml(&typo), Err(PricingError::Parse(_))));
+    assert!(matches!(
+        PriceTable::from_toml(&typo),
+        Err(PricingError::Parse(_))
+    ));
     let no_version = ok.replace("version = 2\n", "");
     assert!(PriceTable::from_toml(&no_version).is_err());
     let empty_name = ok.replace("\"m\"", "\"\"");
-    assert_eq!(PriceTable::from_toml(&empty_name).unwrap_err(), PricingError::EmptyModel);
+    assert_eq!(
+        PriceTable::from_toml(&empty_name).unwrap_err(),
+        PricingError::EmptyModel
+    );
 }

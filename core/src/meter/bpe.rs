@@ -1,9 +1,9 @@
 //! The o200k byte-pair ranks and the merge that counts the tokens of one pre-token piece.
 //!
 //! The ranks are read once from tiktoken-rs (which embeds `o200k_base.tiktoken` in the crate:
-//! nothing is downloaded) into a compact open-addressing table: one byte arena plus a slot
-//! array, about 6 MB, with a cheap multiply-rotate hash. The key set is fixed (the vocabulary),
-//! so attacker-chosen pieces can only probe it, never degrade it.
+//! nothing is downloaded) into an open-addressing table of 16-byte slots (8 MB) with a cheap
+//! multiply-rotate hash. The key set is fixed (the vocabulary), so attacker-chosen pieces can
+//! only probe it, never degrade it.
 //!
 //! The merge is tiktoken's own algorithm, re-implemented over this table so the counts are
 //! identical: the quadratic vector merge for short pieces, the heap merge (O(n log n)) from
@@ -21,30 +21,61 @@ const NONE: Rank = Rank::MAX;
 const LARGE_PIECE: usize = 100;
 
 /// Byte string → rank, for every ordinary token of the vocabulary.
+///
+/// Open addressing with linear probing over 16-byte slots that hold the first 8 bytes of the
+/// key, its length, the rank and (for keys over 8 bytes) where the rest of the key sits in
+/// `tails`. A hit on a short key touches one slot; most pieces are short.
 pub(crate) struct RankTable {
-    arena: Vec<u8>,
-    /// `(start, len, rank)` into `arena`.
-    entries: Vec<(u32, u32, Rank)>,
-    /// Open addressing, linear probing: 0 = empty, otherwise `entry index + 1`.
-    slots: Vec<u32>,
+    slots: Vec<Slot>,
+    tails: Vec<u8>,
     mask: usize,
+    len: usize,
 }
 
-#[inline]
-fn hash(bytes: &[u8]) -> u64 {
-    const K: u64 = 0x517c_c1b7_2722_0a95;
-    let mut h = (bytes.len() as u64).wrapping_mul(K);
-    let mut chunks = bytes.chunks_exact(8);
-    for c in &mut chunks {
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    /// First 8 bytes of the key, little-endian, zero-padded.
+    head: u64,
+    rank: Rank,
+    /// Key length (bits 0–9, 0 = empty slot) and offset of `key[8..]` in `tails` (bits 10–31).
+    meta: u32,
+}
+
+const LEN_BITS: u32 = 10;
+const MAX_KEY: usize = (1 << LEN_BITS) - 1;
+const MAX_TAILS: usize = 1 << (32 - LEN_BITS);
+
+/// The first (up to) 8 bytes of `b` as a little-endian u64, without a variable-length copy.
+#[inline(always)]
+fn head(b: &[u8]) -> u64 {
+    let n = b.len();
+    if n >= 8 {
         let mut w = [0u8; 8];
-        w.copy_from_slice(c);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+        w.copy_from_slice(&b[..8]);
+        u64::from_le_bytes(w)
+    } else if n >= 4 {
+        let mut lo = [0u8; 4];
+        lo.copy_from_slice(&b[..4]);
+        let mut hi = [0u8; 4];
+        hi.copy_from_slice(&b[n - 4..n]);
+        u64::from(u32::from_le_bytes(lo)) | (u64::from(u32::from_le_bytes(hi)) << ((n - 4) * 8))
+    } else if n > 0 {
+        u64::from(b[0])
+            | (u64::from(b[n / 2]) << ((n / 2) * 8))
+            | (u64::from(b[n - 1]) << ((n - 1) * 8))
+    } else {
+        0
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut w = [0u8; 8];
-        w[..rest.len()].copy_from_slice(rest);
-        h = (h.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(K);
+}
+
+#[inline(always)]
+fn hash(b: &[u8], head: u64) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h = (head ^ (b.len() as u64).rotate_left(58)).wrapping_mul(K);
+    if b.len() > 8 {
+        for c in b[8..].chunks(8) {
+            h = (h.rotate_left(5) ^ self::head(c)).wrapping_mul(K);
+        }
     }
     // Final avalanche so the low bits (the slot index) depend on every input bit.
     h ^= h >> 29;
@@ -54,68 +85,82 @@ fn hash(bytes: &[u8]) -> u64 {
 
 impl RankTable {
     /// Builds the table from `(bytes, rank)` pairs. Returns `None` if the vocabulary does not
-    /// fit the compact layout (it always does for o200k: ~200k tokens, ~1.3 MB of bytes).
-    pub(crate) fn build<'a>(tokens: impl Iterator<Item = (&'a [u8], Rank)>, count_hint: usize) -> Option<Self> {
+    /// fit the compact layout (o200k does: ~200k tokens, none over 1023 bytes).
+    pub(crate) fn build<'a>(
+        tokens: impl Iterator<Item = (&'a [u8], Rank)>,
+        count_hint: usize,
+    ) -> Option<Self> {
         let capacity = (count_hint.max(16) * 2).next_power_of_two();
         let mut table = RankTable {
-            arena: Vec::with_capacity(count_hint * 7),
-            entries: Vec::with_capacity(count_hint),
-            slots: vec![0; capacity],
+            slots: vec![Slot::default(); capacity],
+            tails: Vec::new(),
             mask: capacity - 1,
+            len: 0,
         };
         for (bytes, rank) in tokens {
-            if table.entries.len() * 2 >= table.slots.len() {
+            if bytes.is_empty() || bytes.len() > MAX_KEY || table.len * 2 >= table.slots.len() {
                 return None;
             }
-            let start = u32::try_from(table.arena.len()).ok()?;
-            let len = u32::try_from(bytes.len()).ok()?;
-            let index = u32::try_from(table.entries.len() + 1).ok()?;
-            let mut slot = (hash(bytes) as usize) & table.mask;
-            loop {
-                match table.slots[slot] {
-                    0 => break,
-                    e => {
-                        // A duplicate key keeps its first (lowest) rank.
-                        if table.key(e) == bytes {
-                            break;
-                        }
-                        slot = (slot + 1) & table.mask;
-                    }
-                }
+            if table.get(bytes).is_some() {
+                // A duplicate key keeps its first (lowest) rank.
+                continue;
             }
-            if table.slots[slot] == 0 {
-                table.arena.extend_from_slice(bytes);
-                table.entries.push((start, len, rank));
-                table.slots[slot] = index;
+            let h = head(bytes);
+            let mut i = (hash(bytes, h) as usize) & table.mask;
+            while table.slots[i].meta != 0 {
+                i = (i + 1) & table.mask;
             }
+            let offset = table.tails.len();
+            if bytes.len() > 8 {
+                table.tails.extend_from_slice(&bytes[8..]);
+            }
+            if table.tails.len() > MAX_TAILS {
+                return None;
+            }
+            let meta = bytes.len() as u32 | (u32::try_from(offset).ok()? << LEN_BITS);
+            table.slots[i] = Slot {
+                head: h,
+                rank,
+                meta,
+            };
+            table.len += 1;
         }
         Some(table)
     }
 
-    #[inline]
-    fn key(&self, slot_value: u32) -> &[u8] {
-        let (start, len, _) = self.entries[slot_value as usize - 1];
-        &self.arena[start as usize..(start + len) as usize]
-    }
-
     /// Number of tokens in the table.
     pub(crate) fn len(&self) -> usize {
-        self.entries.len()
+        self.len
     }
 
     #[inline]
     pub(crate) fn get(&self, bytes: &[u8]) -> Option<Rank> {
-        let mut slot = (hash(bytes) as usize) & self.mask;
+        let h = head(bytes);
+        let len = bytes.len() as u32;
+        let mut i = (hash(bytes, h) as usize) & self.mask;
         loop {
-            let e = self.slots[slot];
-            if e == 0 {
+            let slot = self.slots[i];
+            if slot.meta == 0 {
                 return None;
             }
-            let (start, len, rank) = self.entries[e as usize - 1];
-            if len as usize == bytes.len() && &self.arena[start as usize..(start + len) as usize] == bytes {
-                return Some(rank);
+            if slot.head == h && slot.meta & MAX_KEY as u32 == len {
+                if len <= 8 {
+                    return Some(slot.rank);
+                }
+                let offset = (slot.meta >> LEN_BITS) as usize;
+                let want = &bytes[8..];
+                if let Some(tail) = self.tails.get(offset..offset + want.len()) {
+                    let equal = if want.len() <= 8 {
+                        head(tail) == head(want)
+                    } else {
+                        tail == want
+                    };
+                    if equal {
+                        return Some(slot.rank);
+                    }
+                }
             }
-            slot = (slot + 1) & self.mask;
+            i = (i + 1) & self.mask;
         }
     }
 
@@ -131,14 +176,16 @@ impl RankTable {
             0 => 0,
             1 => 1,
             _ if self.get(piece).is_some() => 1,
-            n if n < LARGE_PIECE => self.merge_small(piece),
+            n if n <= 16 => self.merge_small::<17>(piece),
+            n if n < LARGE_PIECE => self.merge_small::<LARGE_PIECE>(piece),
             _ => self.merge_large(piece),
         }
     }
 
     /// tiktoken's `_byte_pair_merge`: parts are `(start, rank of the pair starting here)`.
-    fn merge_small(&self, piece: &[u8]) -> u64 {
-        let mut buf = [(0usize, NONE); LARGE_PIECE + 1];
+    /// `N` ≥ `piece.len() + 1`.
+    fn merge_small<const N: usize>(&self, piece: &[u8]) -> u64 {
+        let mut buf = [(0usize, NONE); N];
         let mut n = 0;
         let mut min = (NONE, usize::MAX);
         for i in 0..piece.len() - 1 {
@@ -154,7 +201,11 @@ impl RankTable {
         n += 2;
         let parts = &mut buf[..];
         let get_rank = |parts: &[(usize, Rank)], n: usize, i: usize| {
-            if i + 3 < n { self.rank(&piece[parts[i].0..parts[i + 3].0]) } else { NONE }
+            if i + 3 < n {
+                self.rank(&piece[parts[i].0..parts[i + 3].0])
+            } else {
+                NONE
+            }
         };
         while min.0 != NONE {
             let i = min.1;
@@ -183,7 +234,10 @@ impl RankTable {
         }
         impl Ord for Merge {
             fn cmp(&self, other: &Self) -> Ordering {
-                other.rank.cmp(&self.rank).then_with(|| other.start.cmp(&self.start))
+                other
+                    .rank
+                    .cmp(&self.rank)
+                    .then_with(|| other.start.cmp(&self.start))
             }
         }
         impl PartialOrd for Merge {
@@ -200,16 +254,29 @@ impl RankTable {
 
         let len = piece.len();
         let mut state = Vec::with_capacity(len);
-        state.push(State { prev: usize::MAX, end: 1, next_end: 2, next_rank: NONE });
+        state.push(State {
+            prev: usize::MAX,
+            end: 1,
+            next_end: 2,
+            next_rank: NONE,
+        });
         let mut heap = BinaryHeap::with_capacity(len);
         for i in 0..len - 1 {
             if let Some(rank) = self.get(&piece[i..i + 2]) {
                 heap.push(Merge { start: i, rank });
                 state[i].next_rank = rank;
             }
-            state.push(State { prev: i, end: i + 2, next_end: i + 3, next_rank: NONE });
+            state.push(State {
+                prev: i,
+                end: i + 2,
+                next_end: i + 3,
+                next_rank: NONE,
+            });
         }
-        let potential = |state: &mut Vec<State>, heap: &mut BinaryHeap<Merge>, start: usize, next_end: usize| {
+        let potential = |state: &mut Vec<State>,
+                         heap: &mut BinaryHeap<Merge>,
+                         start: usize,
+                         next_end: usize| {
             state[start].next_end = next_end;
             state[start].next_rank = NONE;
             if next_end <= len

@@ -62,7 +62,10 @@ impl Classes {
         let mut bmp = vec![0u8; 0x1_0000];
         let mut astral_points: Vec<(u32, u32, u8)> = Vec::new();
         for (pattern, flag) in PATTERNS {
-            let hir = regex_syntax::ParserBuilder::new().build().parse(pattern).ok()?;
+            let hir = regex_syntax::ParserBuilder::new()
+                .build()
+                .parse(pattern)
+                .ok()?;
             let HirKind::Class(Class::Unicode(class)) = hir.kind() else {
                 return None;
             };
@@ -82,7 +85,10 @@ impl Classes {
         if bmp[..128] != ASCII[..] {
             return None;
         }
-        Some(Classes { bmp, astral: merge_ranges(astral_points) })
+        Some(Classes {
+            bmp,
+            astral: merge_ranges(astral_points),
+        })
     }
 
     #[inline]
@@ -118,7 +124,10 @@ fn merge_ranges(ranges: Vec<(u32, u32, u8)>) -> Vec<(u32, u32, u8)> {
     let mut out: Vec<(u32, u32, u8)> = Vec::new();
     for w in bounds.windows(2) {
         let (s, e) = (w[0], w[1] - 1);
-        let flags = ranges.iter().filter(|&&(rs, re, _)| rs <= s && e <= re).fold(0, |acc, r| acc | r.2);
+        let flags = ranges
+            .iter()
+            .filter(|&&(rs, re, _)| rs <= s && e <= re)
+            .fold(0, |acc, r| acc | r.2);
         if flags == 0 {
             continue;
         }

@@ -74,7 +74,8 @@ impl<F: Fn(&str) -> u64> Walker<F> {
             return 0;
         }
         messages.iter().fold(REPLY_PRIMING, |n, m| {
-            n.saturating_add(MESSAGE_OVERHEAD).saturating_add(self.content(m, 2))
+            n.saturating_add(MESSAGE_OVERHEAD)
+                .saturating_add(self.content(m, 2))
         })
     }
 
@@ -99,8 +100,15 @@ impl<F: Fn(&str) -> u64> Walker<F> {
             return self.json(value, 1);
         };
         let anthropic = tools.iter().any(|t| t.get("input_schema").is_some());
-        let base = if anthropic { ANTHROPIC_TOOL_SYSTEM_PROMPT } else { 0 };
-        tools.iter().fold(base, |n, t| n.saturating_add(TOOL_OVERHEAD).saturating_add(self.json(t, 2)))
+        let base = if anthropic {
+            ANTHROPIC_TOOL_SYSTEM_PROMPT
+        } else {
+            0
+        };
+        tools.iter().fold(base, |n, t| {
+            n.saturating_add(TOOL_OVERHEAD)
+                .saturating_add(self.json(t, 2))
+        })
     }
 
     /// Message content: the text of strings, parts and blocks, not their structural keys.
@@ -110,7 +118,9 @@ impl<F: Fn(&str) -> u64> Walker<F> {
         }
         match value {
             Value::String(s) => self.text(s),
-            Value::Array(items) => items.iter().fold(0u64, |n, v| n.saturating_add(self.content(v, depth + 1))),
+            Value::Array(items) => items
+                .iter()
+                .fold(0u64, |n, v| n.saturating_add(self.content(v, depth + 1))),
             Value::Object(o) => self.part(o, depth),
             Value::Number(_) | Value::Bool(_) | Value::Null => 0,
         }
@@ -120,7 +130,9 @@ impl<F: Fn(&str) -> u64> Walker<F> {
     fn part(&self, o: &Map<String, Value>, depth: usize) -> u64 {
         match o.get("type").and_then(Value::as_str) {
             Some("image_url" | "image" | "input_image") => return image(o),
-            Some("input_audio" | "audio" | "file" | "input_file") => return self.blob_part(o, depth),
+            Some("input_audio" | "audio" | "file" | "input_file") => {
+                return self.blob_part(o, depth);
+            }
             Some("document") => return self.document(o, depth),
             _ => {}
         }
@@ -128,8 +140,9 @@ impl<F: Fn(&str) -> u64> Walker<F> {
         for (key, v) in o {
             let add = match key.as_str() {
                 // Structure, ids and metadata: not prompt text.
-                "type" | "role" | "id" | "tool_call_id" | "tool_use_id" | "call_id" | "cache_control" | "status"
-                | "signature" | "index" | "annotations" | "citations" | "encrypted_content" | "detail" => 0,
+                "type" | "role" | "id" | "tool_call_id" | "tool_use_id" | "call_id"
+                | "cache_control" | "status" | "signature" | "index" | "annotations"
+                | "citations" | "encrypted_content" | "detail" => 0,
                 "name" => self.content(v, depth + 1).saturating_add(1),
                 // Anthropic `tool_use.input` is a JSON object the model wrote.
                 "input" if v.is_object() => self.json(v, depth + 1),
@@ -149,7 +162,9 @@ impl<F: Fn(&str) -> u64> Walker<F> {
         if let Some(source) = o.get("source") {
             let add = match source.get("type").and_then(Value::as_str) {
                 Some("text") => source.get("data").map_or(0, |d| self.content(d, depth + 1)),
-                Some("content") => source.get("content").map_or(0, |c| self.content(c, depth + 1)),
+                Some("content") => source
+                    .get("content")
+                    .map_or(0, |c| self.content(c, depth + 1)),
                 _ => blob(string_bytes(source, depth + 1)),
             };
             n = n.saturating_add(add);
@@ -170,11 +185,13 @@ impl<F: Fn(&str) -> u64> Walker<F> {
         match value {
             Value::String(s) => self.text(s),
             Value::Number(_) | Value::Bool(_) | Value::Null => 1,
-            Value::Array(items) => {
-                items.iter().fold(1u64, |n, v| n.saturating_add(1).saturating_add(self.json(v, depth + 1)))
-            }
+            Value::Array(items) => items.iter().fold(1u64, |n, v| {
+                n.saturating_add(1).saturating_add(self.json(v, depth + 1))
+            }),
             Value::Object(o) => o.iter().fold(1u64, |n, (k, v)| {
-                n.saturating_add(1).saturating_add(self.text(k)).saturating_add(self.json(v, depth + 1))
+                n.saturating_add(1)
+                    .saturating_add(self.text(k))
+                    .saturating_add(self.json(v, depth + 1))
             }),
         }
     }
@@ -183,7 +200,11 @@ impl<F: Fn(&str) -> u64> Walker<F> {
     fn text(&self, s: &str) -> u64 {
         // A data URL is binary content (an image or file), never tokenized.
         if s.len() > 256 && s.starts_with("data:") {
-            return if s.starts_with("data:image/") { IMAGE_TOKENS } else { blob(s.len() as u64) };
+            return if s.starts_with("data:image/") {
+                IMAGE_TOKENS
+            } else {
+                blob(s.len() as u64)
+            };
         }
         (self.count)(s)
     }
@@ -191,7 +212,10 @@ impl<F: Fn(&str) -> u64> Walker<F> {
 
 fn image(o: &Map<String, Value>) -> u64 {
     let low = o.get("detail").and_then(Value::as_str) == Some("low")
-        || o.get("image_url").and_then(|u| u.get("detail")).and_then(Value::as_str) == Some("low");
+        || o.get("image_url")
+            .and_then(|u| u.get("detail"))
+            .and_then(Value::as_str)
+            == Some("low");
     if low { IMAGE_TOKENS_LOW } else { IMAGE_TOKENS }
 }
 

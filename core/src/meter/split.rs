@@ -36,7 +36,11 @@ pub(crate) struct Splitter<'a> {
 
 impl<'a> Splitter<'a> {
     pub(crate) fn new(s: &'a str, classes: &'a Classes) -> Self {
-        Splitter { s, b: s.as_bytes(), classes }
+        Splitter {
+            s,
+            b: s.as_bytes(),
+            classes,
+        }
     }
 
     /// Calls `f` with every piece, in order. The pieces tile the text exactly.
@@ -51,18 +55,24 @@ impl<'a> Splitter<'a> {
     }
 
     /// Flags and byte length of the character at byte offset `p` (a char boundary).
-    #[inline]
+    #[inline(always)]
     fn at(&self, p: usize) -> Option<(u8, usize, char)> {
         let byte = *self.b.get(p)?;
         if byte < 0x80 {
             return Some((ASCII[usize::from(byte)], 1, char::from(byte)));
         }
+        self.at_non_ascii(p)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn at_non_ascii(&self, p: usize) -> Option<(u8, usize, char)> {
         let c = self.s.get(p..)?.chars().next()?;
         Some((self.classes.of(c), c.len_utf8(), c))
     }
 
     /// End of the run of characters whose flags satisfy `pred`, from `p`.
-    #[inline]
+    #[inline(always)]
     fn run(&self, mut p: usize, pred: impl Fn(u8) -> bool) -> usize {
         while let Some((f, len, _)) = self.at(p) {
             if !pred(f) {
@@ -74,7 +84,54 @@ impl<'a> Splitter<'a> {
     }
 
     /// End of the piece starting at `p` (`p` < len, a char boundary). Always > `p`.
+    #[inline(always)]
     fn piece_end(&self, p: usize) -> usize {
+        self.ascii_word(p)
+            .unwrap_or_else(|| self.piece_end_general(p))
+    }
+
+    /// The common case on ASCII text, decided by ASCII bytes alone: an optional prefix
+    /// character and a run of letters (alternatives 1 and 2), or digits (alternative 3).
+    /// `None` whenever a non-ASCII character could change the answer; the general scan decides.
+    #[inline(always)]
+    fn ascii_word(&self, p: usize) -> Option<usize> {
+        let b = self.b;
+        let c0 = *b.get(p)?;
+        if c0.is_ascii_digit() {
+            let mut e = p + 1;
+            while e < p + 3 && b.get(e).is_some_and(u8::is_ascii_digit) {
+                e += 1;
+            }
+            // A non-ASCII digit could extend a run of one or two.
+            return (e == p + 3 || b.get(e).is_none_or(u8::is_ascii)).then_some(e);
+        }
+        let q = if c0.is_ascii_alphabetic() {
+            p
+        } else if c0 < 0x80
+            && is_prefix(ASCII[usize::from(c0)])
+            && b.get(p + 1).is_some_and(u8::is_ascii_alphabetic)
+        {
+            p + 1
+        } else {
+            return None;
+        };
+        // ASCII upper and lower letters are disjoint classes, so no backtracking: alternative 1
+        // (`X* Y+`) if a lowercase run follows the uppercase run, else alternative 2 (`X+`).
+        let mut e = q;
+        while b.get(e).is_some_and(u8::is_ascii_uppercase) {
+            e += 1;
+        }
+        while b.get(e).is_some_and(u8::is_ascii_lowercase) {
+            e += 1;
+        }
+        if b.get(e).is_some_and(|&c| c >= 0x80) {
+            return None;
+        }
+        Some(self.contraction(e))
+    }
+
+    #[inline(never)]
+    fn piece_end_general(&self, p: usize) -> usize {
         let Some((f0, l0, c0)) = self.at(p) else {
             return self.b.len();
         };
