@@ -135,7 +135,11 @@ fn prose(len: usize, seed: u64) -> String {
                 s.push_str(" 2019");
             }
         }
-        s.push_str(if r.next().is_multiple_of(5) { ".\n\n" } else { ". " });
+        s.push_str(if r.next().is_multiple_of(5) {
+            ".\n\n"
+        } else {
+            ". "
+        });
     }
     s.truncate(len);
     s
