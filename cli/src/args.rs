@@ -200,6 +200,30 @@ pub enum ProjectCmd {
         #[arg(long, value_enum)]
         period: Option<Period>,
     },
+    /// Set a project's PII policy (design.md §7): an action per type and direction.
+    ///
+    /// `iron project set-pii demo --type EMAIL --type US_SSN --action block --direction request`
+    SetPii {
+        name: String,
+        /// PII type: EMAIL, PHONE, CREDIT_CARD, US_SSN, IBAN, IP_ADDRESS, SECRET (repeatable).
+        #[arg(long = "type", requires = "action")]
+        types: Vec<String>,
+        /// redact | block | allow
+        #[arg(long)]
+        action: Option<String>,
+        /// request | response | both
+        #[arg(long, default_value = "both")]
+        direction: String,
+        /// true: placeholders restored in answers; false: `[REDACTED:TYPE]`.
+        #[arg(long)]
+        reversible: Option<bool>,
+        /// The whole policy as JSON (instead of --type/--action).
+        #[arg(long, conflicts_with_all = ["types", "action", "reset"])]
+        policy: Option<String>,
+        /// Back to the default (redact every type both ways, reversibly).
+        #[arg(long, conflicts_with_all = ["types", "action"])]
+        reset: bool,
+    },
     /// Delete a project (its tokens are revoked).
     Delete { name: String },
 }

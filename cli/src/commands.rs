@@ -1,6 +1,7 @@
 //! The REST-backed commands: provider, project, token, usage, pricing, api-key, audit.
 //! Each builds a request from its flags, calls control, and prints a table or JSON.
 
+use iron_core::pii::{Action, PiiPolicy, PiiType};
 use std::io::Read;
 
 use reqwest::Method;
@@ -233,6 +234,72 @@ pub async fn project(c: &Client, out: OutputFormat, cmd: ProjectCmd) -> Result<(
                     Method::PUT,
                     &format!("/v1/projects/{}/budget", enc(&name)),
                     Some(&body),
+                )
+                .await?;
+            emit_one(out, &v, PROJECT_FIELDS);
+        }
+        ProjectCmd::SetPii {
+            name,
+            types,
+            action,
+            direction,
+            reversible,
+            policy,
+            reset,
+        } => {
+            let mut p: PiiPolicy = match (&policy, reset) {
+                (Some(json), _) => serde_json::from_str(json).map_err(|e| {
+                    CliError::Input(format!("--policy is not a valid PII policy: {e}"))
+                })?,
+                (None, true) => PiiPolicy::default(),
+                (None, false) => {
+                    let current = c.get(&format!("/v1/projects/{}", enc(&name))).await?;
+                    match current.get("pii") {
+                        Some(v) if !v.is_null() => {
+                            serde_json::from_value(v.clone()).map_err(|e| {
+                                CliError::Other(format!(
+                                    "control returned an unreadable PII policy: {e}"
+                                ))
+                            })?
+                        }
+                        _ => PiiPolicy::default(),
+                    }
+                }
+            };
+            if let Some(a) = action {
+                let action: Action = a.parse().map_err(|_| {
+                    CliError::Input(format!("--action `{a}`: expected redact, block or allow"))
+                })?;
+                let (req, resp) = match direction.as_str() {
+                    "request" => (true, false),
+                    "response" => (false, true),
+                    "both" => (true, true),
+                    other => {
+                        return Err(CliError::Input(format!(
+                            "--direction `{other}`: expected request, response or both"
+                        )));
+                    }
+                };
+                for t in &types {
+                    let kind: PiiType = t.parse().map_err(|_| {
+                        CliError::Input(format!("--type `{t}`: expected EMAIL, PHONE, CREDIT_CARD, US_SSN, IBAN, IP_ADDRESS or SECRET"))
+                    })?;
+                    if req {
+                        p.request.set(kind, action);
+                    }
+                    if resp {
+                        p.response.set(kind, action);
+                    }
+                }
+            }
+            if let Some(r) = reversible {
+                p.reversible = r;
+            }
+            let v = c
+                .json(
+                    Method::PATCH,
+                    &format!("/v1/projects/{}", enc(&name)),
+                    Some(&json!({"pii": p})),
                 )
                 .await?;
             emit_one(out, &v, PROJECT_FIELDS);

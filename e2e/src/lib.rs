@@ -400,3 +400,25 @@ pub async fn redis_shutdown_save(port: u16) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Metric names the Grafana dashboards and alert rules reference
+/// (`charts/iron/ci/check-observability.sh --list-metrics`).
+pub fn referenced_metrics() -> Vec<String> {
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../charts/iron/ci/check-observability.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("--list-metrics")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("metric: "))
+        .map(str::to_owned)
+        .collect()
+}

@@ -115,6 +115,54 @@ async fn iron_up_mint_call_revoke_restart() {
             .all(|r| r.header("authorization") == Some(&format!("Bearer {PROVIDER_KEY}")))
     );
 
+    // PII policy set with the CLI reaches the proxy: e-mails are now blocked in requests.
+    let out = up
+        .iron(
+            &[
+                "project",
+                "set-pii",
+                "demo",
+                "--type",
+                "EMAIL",
+                "--action",
+                "block",
+                "--direction",
+                "request",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let blocked_at = Instant::now();
+    loop {
+        let resp = reqwest::Client::new()
+            .post(format!("{}/v1/chat/completions", up.proxy_url()))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"model":"gpt-4o-mini","messages":[{"role":"user","content":"write to jane@example.com"}]}))
+            .send()
+            .await
+            .unwrap();
+        if resp.status() == 400 {
+            assert_eq!(resp.headers()["x-iron-error"], "pii_blocked");
+            break;
+        }
+        assert!(
+            blocked_at.elapsed() < Duration::from_secs(3),
+            "PII policy not applied: {}",
+            resp.status()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let bad = up
+        .iron(
+            &[
+                "project", "set-pii", "demo", "--type", "NAME", "--action", "block",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(bad.code, 1, "unknown type is an error: {bad:?}");
+
     // Revoke → refused within 1 s.
     let out = up.iron(&["token", "revoke", &token_id], &[]).await;
     assert_eq!(out.code, 0, "{out:?}");

@@ -166,6 +166,26 @@ async fn budget_is_exact_across_three_replicas() {
     assert!(spent <= bound, "spent {spent} > {bound}");
     assert!(spent >= limit * 9 / 10, "the budget was usable: {spent}");
     assert_eq!(events_total, spent, "Σ usage events == ledger spend");
+
+    // Every control metric a dashboard or alert rule uses exists in control's /metrics.
+    let exposition = reqwest::get(format!("{}/metrics", control.url()))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let control_metrics: Vec<String> = referenced_metrics()
+        .into_iter()
+        .filter(|m| m.starts_with("iron_control_"))
+        .collect();
+    assert!(!control_metrics.is_empty());
+    for name in &control_metrics {
+        assert!(
+            exposition.lines().any(|l| !l.starts_with('#')
+                && (l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))),
+            "dashboards/rules use {name}, which control does not export:\n{exposition}"
+        );
+    }
     assert!(
         refused > 0 || cut > 0,
         "the budget must run out in this test"
