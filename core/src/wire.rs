@@ -119,6 +119,9 @@ pub struct Snapshot {
     pub providers: Vec<ProviderSpec>,
     /// Ids of revoked tokens that have not expired yet.
     pub revoked: Vec<String>,
+    /// Admin price overrides (`iron pricing set`), applied over the embedded table.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, crate::pricing::ModelPrice>,
 }
 
 /// Change notifications on `GET /internal/v1/events` (SSE; `id:` = version, resumable with

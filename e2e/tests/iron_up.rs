@@ -115,6 +115,54 @@ async fn iron_up_mint_call_revoke_restart() {
             .all(|r| r.header("authorization") == Some(&format!("Bearer {PROVIDER_KEY}")))
     );
 
+    // An admin price override reaches the proxy: the next request is charged at it.
+    let out = up
+        .iron(
+            &[
+                "pricing",
+                "set",
+                "gpt-4o-mini",
+                "--input-per-mtok",
+                "1000",
+                "--output-per-mtok",
+                "2000",
+            ],
+            &[],
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let admin = Admin::new(&up.control_url(), &up.admin_key);
+    let priced_at = Instant::now();
+    loop {
+        let before = admin.usage("demo").await.len();
+        assert_eq!(chat(&up.proxy_url(), &token, false).await.0, 200);
+        let mut events = Vec::new();
+        for _ in 0..60 {
+            events = admin.usage("demo").await;
+            if events.len() > before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let e = events
+            .iter()
+            .max_by_key(|e| e["time"].as_str().map(str::to_owned))
+            .unwrap()
+            .clone();
+        let (input, output) = (
+            e["input_tokens"].as_u64().unwrap(),
+            e["output_tokens"].as_u64().unwrap(),
+        );
+        // $1000 / $2000 per million tokens = 1000 / 2000 µ$ per token.
+        if micros(&e["cost_usd"]) == input * 1000 + output * 2000 {
+            break;
+        }
+        assert!(
+            priced_at.elapsed() < Duration::from_secs(5),
+            "price override not applied: {e}"
+        );
+    }
+
     // PII policy set with the CLI reaches the proxy: e-mails are now blocked in requests.
     let out = up
         .iron(

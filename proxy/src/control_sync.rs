@@ -121,8 +121,14 @@ impl ControlSync {
         if !resp.status().is_success() {
             return Err(SyncError::Status(resp.status().as_u16()));
         }
-        let snap: Snapshot = resp.json().await?;
+        let mut snap: Snapshot = resp.json().await?;
+        let prices = std::mem::take(&mut snap.prices);
         let routing = self.routing_from(snap)?;
+        if let Ok(table) = iron_core::pricing::PriceTable::embedded() {
+            self.shared.prices.store(std::sync::Arc::new(
+                table.with_overrides(prices.into_iter().collect()),
+            ));
+        }
         let version = routing.version;
         self.shared.publish(routing);
         Ok(version)

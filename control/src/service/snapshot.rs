@@ -52,6 +52,13 @@ impl Service {
                 .collect(),
             providers: specs,
             revoked: self.store.revoked_tokens(now()).await?,
+            prices: self
+                .store
+                .list_prices()
+                .await?
+                .iter()
+                .map(|p| (p.model.clone(), crate::api::pricing::model_price(p)))
+                .collect(),
         })
     }
 }
