@@ -391,6 +391,21 @@ fn restore_full_texts(
     }
 }
 
+/// Ends a stream that cannot go on: what is ready, a final error event in the agent's API
+/// shape, the end of the body; the upstream connection is closed.
+async fn end_with_error(
+    session: &mut Session,
+    ex: &mut Exchange,
+    mut out: BytesMut,
+    shape: WireShape,
+    err: &ProxyError,
+) -> Outcome {
+    out.extend_from_slice(&error_event(shape, err));
+    let _ = session.write_response_body(Some(out.freeze()), true).await;
+    ex.session.shutdown().await;
+    Outcome::UpstreamFailed
+}
+
 /// Runs the stage: relays the answer of `ex` to the agent.
 pub async fn relay(
     session: &mut Session,
@@ -457,28 +472,19 @@ pub async fn relay(
                             ));
                         }
                     }
+                    if failed.is_none()
+                        && decoder.buffered() > iron_core::sse::DEFAULT_MAX_EVENT_BYTES
+                    {
+                        failed = Some(ProxyError::new(
+                            ErrorCode::UpstreamError,
+                            "provider sent an oversized event",
+                        ));
+                    }
                     if let Some(err) = failed {
                         if err.code != ErrorCode::BudgetExceeded {
                             ctx.error = Some(err.code);
                         }
-                        out.extend_from_slice(&error_event(shape, &err));
-                        let _ = session
-                            .write_response_body(Some(out.split().freeze()), true)
-                            .await;
-                        ex.session.shutdown().await;
-                        break Outcome::UpstreamFailed;
-                    }
-                    if decoder.buffered() > iron_core::sse::DEFAULT_MAX_EVENT_BYTES {
-                        let err = ProxyError::new(
-                            ErrorCode::UpstreamError,
-                            "provider sent an oversized event",
-                        );
-                        out.extend_from_slice(&error_event(shape, &err));
-                        let _ = session
-                            .write_response_body(Some(out.split().freeze()), true)
-                            .await;
-                        ex.session.shutdown().await;
-                        break Outcome::UpstreamFailed;
+                        break end_with_error(session, ex, out, shape, &err).await;
                     }
                     if !out.is_empty()
                         && session
@@ -504,12 +510,7 @@ pub async fn relay(
                 Err(e) => {
                     let err = mid_stream_error(&e, dep);
                     ctx.error = Some(err.code);
-                    out.extend_from_slice(&error_event(shape, &err));
-                    let _ = session
-                        .write_response_body(Some(out.split().freeze()), true)
-                        .await;
-                    ex.session.shutdown().await;
-                    break Outcome::UpstreamFailed;
+                    break end_with_error(session, ex, out, shape, &err).await;
                 }
             }
         };
