@@ -32,7 +32,7 @@ fi
 py="$venv/bin/python"
 
 # 2. The binaries the tests start.
-bin_dir="${IRON_BIN_DIR:-$root/target/debug}"
+bin_dir="${IRON_BIN_DIR:-${CARGO_TARGET_DIR:-$root/target}/debug}"
 export IRON_BIN_DIR="$bin_dir"
 if [ ! -x "$bin_dir/iron" ] || [ ! -x "$bin_dir/iron-mock" ]; then
   log "building iron and iron-mock"
