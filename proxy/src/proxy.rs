@@ -104,9 +104,10 @@ impl IronProxy {
         &self,
         session: &mut Session,
         ctx: &mut RequestCtx,
+        route: Option<ApiRoute>,
     ) -> Result<Handled, ProxyError> {
         let shared = &self.shared;
-        let route = ApiRoute::classify(session.req_header()).ok_or_else(|| {
+        let route = route.ok_or_else(|| {
             ProxyError::new(
                 ErrorCode::NotFound,
                 "Iron serves the OpenAI and Anthropic APIs under /v1",
@@ -342,7 +343,7 @@ impl ProxyHttp for IronProxy {
         );
         crate::telemetry::adopt_parent(&ctx.span, session.req_header());
         let span = ctx.span.clone();
-        let handled = self.handle(session, ctx).instrument(span).await;
+        let handled = self.handle(session, ctx, route).instrument(span).await;
         match handled {
             Ok(Handled::Responded) => Ok(true),
             Ok(Handled::Forward) => Ok(false),
