@@ -262,6 +262,10 @@ admin_listen = "{admin}"
 threads = {threads}
 shutdown_grace_secs = 0
 
+# The mock upstream is on loopback.
+[security]
+allow_private_upstreams = true
+
 {features}
 [auth]
 public_keys = [{{ kid = "{kid}", alg = "EdDSA", x = "{x}" }}]

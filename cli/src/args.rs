@@ -76,6 +76,10 @@ pub struct UpArgs {
     /// (default: the real provider URLs).
     #[arg(long)]
     pub upstream_base_url: Option<String>,
+    /// The built Control Panel to serve at the control address (default: `dashboard/dist`
+    /// of the Iron checkout this runs from, when it has been built).
+    #[arg(long, env = "IRON_DASHBOARD_DIR")]
+    pub dashboard_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -310,10 +314,29 @@ pub enum ApiKeyCmd {
 pub struct AuditArgs {
     #[arg(long)]
     pub project: Option<String>,
+    /// e.g. project.create, token.revoke, session.create.
     #[arg(long)]
     pub action: Option<String>,
+    /// API key id (`session:<key id>` for dashboard sessions).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// RFC 3339 time or a duration ago, e.g. 1h, 7d.
     #[arg(long)]
     pub since: Option<String>,
-    #[arg(long, default_value_t = 50)]
-    pub limit: u32,
+    /// RFC 3339 time or a duration ago (exclusive).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Export every matching event to stdout as a JSON array or CSV (streamed, at most
+    /// --limit events, default 100000) instead of a table of the newest.
+    #[arg(long, value_enum)]
+    pub format: Option<AuditFormat>,
+    /// Most events shown (default 50; with --format, the export cap).
+    #[arg(long)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuditFormat {
+    Json,
+    Csv,
 }

@@ -108,6 +108,50 @@ impl Client {
         }
     }
 
+    /// Streams the body of a 2xx response to `out` as it arrives (exports).
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut impl std::io::Write,
+    ) -> Result<(), CliError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| CliError::Other(format!("HTTP client: {e}")))?;
+        let mut resp = http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(self.key.as_str())
+            .send()
+            .await
+            .map_err(|e| {
+                if e.is_connect() || e.is_timeout() {
+                    CliError::Unreachable(self.base.clone())
+                } else {
+                    CliError::Other(format!("request to control failed: {}", e.without_url()))
+                }
+            })?;
+        if !resp.status().is_success() {
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            return Err(CliError::Api {
+                status,
+                code: v["error"]["code"].as_str().unwrap_or("").to_owned(),
+                message: v["error"]["message"].as_str().unwrap_or("").to_owned(),
+            });
+        }
+        let write_err = |e: std::io::Error| CliError::Other(format!("writing the output: {e}"));
+        while let Some(chunk) = resp.chunk().await.map_err(|e| {
+            CliError::Other(format!(
+                "the export was cut off: {}",
+                e.without_url()
+            ))
+        })? {
+            out.write_all(&chunk).map_err(write_err)?;
+        }
+        out.flush().map_err(write_err)?;
+        Ok(())
+    }
+
     pub async fn get(&self, path: &str) -> Result<Value, CliError> {
         self.json(Method::GET, path, None).await
     }

@@ -10,7 +10,7 @@ use zeroize::Zeroizing;
 
 use crate::CliError;
 use crate::args::{
-    ApiKeyCmd, AuditArgs, KeySource, OutputFormat, PricingCmd, ProjectCmd, ProviderCmd, TokenCmd,
+    ApiKeyCmd, AuditArgs, AuditFormat, KeySource, OutputFormat, PricingCmd, ProjectCmd, ProviderCmd, TokenCmd,
     UsageArgs,
 };
 use crate::client::{Body, Client, enc};
@@ -549,16 +549,35 @@ pub async fn api_key(c: &Client, out: OutputFormat, cmd: ApiKeyCmd) -> Result<()
 }
 
 pub async fn audit(c: &Client, out: OutputFormat, a: AuditArgs) -> Result<(), CliError> {
-    let mut q = vec![format!("limit={}", a.limit.clamp(1, 500))];
+    let mut q = Vec::new();
     for (k, v) in [
         ("project", &a.project),
         ("action", &a.action),
+        ("actor", &a.actor),
         ("since", &a.since),
+        ("until", &a.until),
     ] {
         if let Some(v) = v {
             q.push(format!("{k}={}", enc(v)));
         }
     }
+    if let Some(format) = a.format {
+        q.push(format!(
+            "format={}",
+            match format {
+                AuditFormat::Json => "json",
+                AuditFormat::Csv => "csv",
+            }
+        ));
+        if let Some(limit) = a.limit {
+            q.push(format!("limit={limit}"));
+        }
+        let mut stdout = std::io::stdout().lock();
+        return c
+            .download(&format!("/v1/audit?{}", q.join("&")), &mut stdout)
+            .await;
+    }
+    q.push(format!("limit={}", a.limit.unwrap_or(50).clamp(1, 500)));
     let v = c.get(&format!("/v1/audit?{}", q.join("&"))).await?;
     let items = v["data"].as_array().cloned().unwrap_or_default();
     emit_list(

@@ -7,6 +7,7 @@
 //! Ctrl-C / SIGTERM → stop control and exit. Loopback/private upstreams are allowed here.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use iron_control::config::{Config, ProcessEnv};
 use iron_control::local::{EnvProvider, init_data_dir};
@@ -31,6 +32,24 @@ fn init_logging() {
 }
 
 /// The address clients should use for a listen address (`0.0.0.0` → `127.0.0.1`).
+/// `dashboard/dist/index.html` in the current directory or one of its parents, or next to
+/// the `iron` executable's checkout (`target/<profile>/iron` → the repository root).
+fn find_dashboard() -> Option<PathBuf> {
+    let mut starts = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        starts.push(cwd);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        starts.push(exe);
+    }
+    starts.iter().find_map(|start| {
+        start
+            .ancestors()
+            .map(|d| d.join("dashboard").join("dist"))
+            .find(|d| d.join("index.html").is_file())
+    })
+}
+
 fn reachable(listen: &str) -> String {
     match listen.parse::<SocketAddr>() {
         Ok(a) if a.ip().is_unspecified() => format!("127.0.0.1:{}", a.port()),
@@ -46,7 +65,9 @@ pub fn run(a: UpArgs) -> Result<(), CliError> {
     let control_listen: SocketAddr = a.control_listen.parse().map_err(|_| {
         CliError::Input("--control-listen: expected an address such as 127.0.0.1:7070".into())
     })?;
-    let cfg = Config::local(local.store_path(), control_listen, local.secrets.clone());
+    let mut cfg = Config::local(local.store_path(), control_listen, local.secrets.clone());
+    cfg.dashboard.dir = a.dashboard_dir.clone().or_else(find_dashboard);
+    let cfg_dashboard = cfg.dashboard.dir.clone();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<Ready, String>>();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let upstream = a.upstream_base_url.clone();
@@ -135,6 +156,15 @@ pub fn run(a: UpArgs) -> Result<(), CliError> {
     let mut banner = String::new();
     banner.push_str("Iron is up.\n");
     banner.push_str(&format!("  control  {control_url}  (data in {dir})\n"));
+    match &cfg_dashboard {
+        Some(d) => banner.push_str(&format!(
+            "  panel    {control_url}/  (Control Panel from {})\n",
+            d.display()
+        )),
+        None => banner.push_str(
+            "  panel    not built: npm --prefix dashboard ci && npm --prefix dashboard run build\n",
+        ),
+    }
     banner.push_str(&format!(
         "  proxy    http://{proxy}/v1  (admin http://{}/metrics)\n",
         reachable(&a.admin_listen)
@@ -179,6 +209,8 @@ fn run_proxy(a: &UpArgs, control_url: &str, proxy_secret: &str) -> Result<(), Cl
         proxy_secret: proxy_secret.to_owned(),
         listen: a.proxy_listen.clone(),
         admin_listen: a.admin_listen.clone(),
+        // A local tool: loopback/private and plain-http providers are allowed (design §2).
+        allow_private_upstreams: true,
     })
     .map_err(|e| CliError::Other(format!("proxy: {e:#}")))
 }

@@ -18,6 +18,11 @@
 //! allow_private_upstreams = false
 //! master_key_file = "/run/secrets/iron_master_key"     # or IRON_MASTER_KEY
 //! proxy_secret_file = "/run/secrets/iron_proxy_secret" # or IRON_PROXY_SECRET
+//! session_ttl_secs = 43200     # dashboard session cookie lifetime (12 h)
+//! secure_cookie = false        # true when the API is served over https
+//! auth_failure_limit = 10      # failed key checks per source IP / key prefix per window → 429
+//! auth_failure_window_secs = 60
+//! trusted_proxies = "10.0.0.0/8, 192.168.1.5"  # X-Forwarded-For honoured only from these
 //! [events]
 //! retain = 10000
 //! poll_interval_ms = 200
@@ -27,6 +32,8 @@
 //! sweep_interval_ms = 2000     # expiry sweep
 //! retain_secs = 604800         # tombstones and event ids kept for late/replayed reports
 //! max_report_bytes = 8388608   # body limit of the lease routes (reports carry events)
+//! [dashboard]
+//! dir = "/usr/share/iron/dashboard"  # the built Control Panel (dashboard/dist), served at /
 //! ```
 //!
 //! Secrets: `IRON_MASTER_KEY` (32 bytes, base64), `IRON_MASTER_KEY_PREVIOUS` (comma-separated
@@ -128,6 +135,14 @@ struct RawConfig {
     events: RawEvents,
     #[serde(default)]
     leases: RawLeases,
+    #[serde(default)]
+    dashboard: RawDashboard,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDashboard {
+    dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -154,6 +169,11 @@ struct RawSecurity {
     previous_master_keys_file: Option<PathBuf>,
     proxy_secret_file: Option<PathBuf>,
     bootstrap_admin_key_file: Option<PathBuf>,
+    session_ttl_secs: Option<u64>,
+    secure_cookie: Option<bool>,
+    auth_failure_limit: Option<u64>,
+    auth_failure_window_secs: Option<u64>,
+    trusted_proxies: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +214,11 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("security", "previous_master_keys_file", Kind::Str),
     ("security", "proxy_secret_file", Kind::Str),
     ("security", "bootstrap_admin_key_file", Kind::Str),
+    ("security", "session_ttl_secs", Kind::Int),
+    ("security", "secure_cookie", Kind::Bool),
+    ("security", "auth_failure_limit", Kind::Int),
+    ("security", "auth_failure_window_secs", Kind::Int),
+    ("security", "trusted_proxies", Kind::Str),
     ("events", "retain", Kind::Int),
     ("events", "poll_interval_ms", Kind::Int),
     ("events", "keepalive_secs", Kind::Int),
@@ -202,6 +227,7 @@ const KEYS: &[(&str, &str, Kind)] = &[
     ("leases", "sweep_interval_ms", Kind::Int),
     ("leases", "retain_secs", Kind::Int),
     ("leases", "max_report_bytes", Kind::Int),
+    ("dashboard", "dir", Kind::Str),
 ];
 
 /// Log output format.
@@ -234,6 +260,82 @@ pub enum StoreConfig {
 pub struct SecurityConfig {
     /// Accept plain-http and loopback/private provider URLs (`iron up`, tests).
     pub allow_private_upstreams: bool,
+    /// Lifetime of a dashboard session cookie (`POST /v1/session`).
+    pub session_ttl: Duration,
+    /// Mark the session cookie `Secure` (set when the API is served over https).
+    pub secure_cookie: bool,
+    /// Failed API-key / session checks allowed per source IP and per key prefix within
+    /// `auth_failure_window`; more are answered 429 without checking the key.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
+    /// Peers whose `X-Forwarded-For` names the client (CIDRs); empty = none, the TCP peer
+    /// is the source.
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+/// Default dashboard session lifetime (12 h).
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// Default failed-auth budget per window.
+pub const DEFAULT_AUTH_FAILURE_LIMIT: u32 = 10;
+/// Default failed-auth window.
+pub const DEFAULT_AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+impl SecurityConfig {
+    /// Defaults with `allow_private_upstreams` as given.
+    pub fn with_private_upstreams(allow_private_upstreams: bool) -> Self {
+        SecurityConfig {
+            allow_private_upstreams,
+            session_ttl: DEFAULT_SESSION_TTL,
+            secure_cookie: false,
+            auth_failure_limit: DEFAULT_AUTH_FAILURE_LIMIT,
+            auth_failure_window: DEFAULT_AUTH_FAILURE_WINDOW,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// An IPv4 or IPv6 network (`10.0.0.0/8`, `::1/128`; a bare address = one host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn parse(s: &str) -> Option<Cidr> {
+        let s = s.trim();
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a.parse().ok()?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max)?,
+            None => max,
+        };
+        Some(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let ip = match ip {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(ip, std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -283,7 +385,16 @@ pub struct Config {
     pub security: SecurityConfig,
     pub events: EventsConfig,
     pub leases: LeasesConfig,
+    pub dashboard: DashboardConfig,
     pub secrets: Secrets,
+}
+
+/// The Control Panel (`dashboard/`), served at `/`.
+#[derive(Clone, Debug, Default)]
+pub struct DashboardConfig {
+    /// The built dashboard (`npm run build` → `dashboard/dist`); `None` = a page that says
+    /// how to build it.
+    pub dir: Option<PathBuf>,
 }
 
 /// Default listen address of control.
@@ -304,15 +415,14 @@ impl Config {
                 max_body_bytes: DEFAULT_MAX_BODY,
             },
             store: StoreConfig::Embedded { path: store_path },
-            security: SecurityConfig {
-                allow_private_upstreams: true,
-            },
+            security: SecurityConfig::with_private_upstreams(true),
             events: EventsConfig {
                 retain: DEFAULT_EVENT_RETENTION,
                 poll_interval: None,
                 keepalive: Duration::from_secs(15),
             },
             leases: LeasesConfig::default(),
+            dashboard: DashboardConfig::default(),
             secrets,
         }
     }
@@ -489,6 +599,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
     };
     let leases = validate_leases(raw.leases)?;
     let sec = raw.security;
+    let security = validate_security(&sec)?;
     let secrets = load_secrets(
         env,
         sec.master_key_file.as_deref(),
@@ -503,17 +614,53 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
             max_body_bytes,
         },
         store,
-        security: SecurityConfig {
-            allow_private_upstreams: sec.allow_private_upstreams.unwrap_or(false),
-        },
+        security,
         events: EventsConfig {
             retain,
             poll_interval,
             keepalive,
         },
         leases,
+        dashboard: DashboardConfig {
+            dir: raw.dashboard.dir,
+        },
         secrets,
     })
+}
+
+fn validate_security(sec: &RawSecurity) -> Result<SecurityConfig, ConfigError> {
+    let mut out = SecurityConfig::with_private_upstreams(sec.allow_private_upstreams.unwrap_or(false));
+    out.secure_cookie = sec.secure_cookie.unwrap_or(false);
+    if let Some(n) = sec.session_ttl_secs {
+        if !(60..=30 * 86_400).contains(&n) {
+            return Err(invalid("security.session_ttl_secs", "expected 60 to 2592000"));
+        }
+        out.session_ttl = Duration::from_secs(n);
+    }
+    if let Some(n) = sec.auth_failure_limit {
+        if !(1..=100_000).contains(&n) {
+            return Err(invalid("security.auth_failure_limit", "expected 1 to 100000"));
+        }
+        out.auth_failure_limit = n as u32;
+    }
+    if let Some(n) = sec.auth_failure_window_secs {
+        if !(1..=86_400).contains(&n) {
+            return Err(invalid("security.auth_failure_window_secs", "expected 1 to 86400"));
+        }
+        out.auth_failure_window = Duration::from_secs(n);
+    }
+    if let Some(list) = &sec.trusted_proxies {
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let cidr = Cidr::parse(item).ok_or_else(|| {
+                invalid(
+                    "security.trusted_proxies",
+                    format!("`{item}` is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
+                )
+            })?;
+            out.trusted_proxies.push(cidr);
+        }
+    }
+    Ok(out)
 }
 
 fn validate_leases(raw: RawLeases) -> Result<LeasesConfig, ConfigError> {

@@ -57,6 +57,9 @@ pub struct Project {
     /// PII policy; `None` = the default (redact every type both ways, reversibly).
     #[serde(default)]
     pub pii: Option<iron_core::pii::PiiPolicy>,
+    /// RPM/TPM limits (`PATCH … {"rate_limits":…}`); none = unlimited.
+    #[serde(default, skip_serializing_if = "iron_core::ratelimit::RateLimits::is_none")]
+    pub rate_limits: iron_core::ratelimit::RateLimits,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }
@@ -92,6 +95,9 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    /// The token's own RPM/TPM limits (also carried in the token as `rpm`/`tpm` claims).
+    #[serde(default, skip_serializing_if = "iron_core::ratelimit::RateLimits::is_none")]
+    pub rate_limits: iron_core::ratelimit::RateLimits,
 }
 
 /// What an API key may do.
@@ -182,7 +188,7 @@ pub struct AuditEvent {
     /// `aud_<ulid>`.
     pub id: String,
     pub time: Timestamp,
-    /// API key id of the caller (or `system`).
+    /// API key id of the caller, `session:<key id>` for a dashboard session, or `system`.
     pub actor: String,
     /// e.g. `project.create`, `token.revoke`.
     pub action: String,
@@ -193,6 +199,15 @@ pub struct AuditEvent {
     pub request_id: String,
     #[serde(default)]
     pub details: serde_json::Value,
+    /// The client address (the TCP peer, or `X-Forwarded-For` from a trusted proxy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<String>,
+    /// The object before and after the change (`null` when created / deleted), secrets
+    /// masked (provider keys only as their hint, no key hashes or sealed values).
+    #[serde(default)]
+    pub before: serde_json::Value,
+    #[serde(default)]
+    pub after: serde_json::Value,
 }
 
 /// Audit listing filters (all optional, combined with AND).

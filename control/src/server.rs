@@ -103,11 +103,13 @@ pub async fn build_with_clock(
         cfg.secrets.proxy_secret.clone(),
         cfg.security.allow_private_upstreams,
     );
+    svc.set_security(cfg.security.clone());
     svc.keepalive = cfg.events.keepalive;
     svc.max_body_bytes = cfg.server.max_body_bytes;
     svc.max_report_bytes = cfg.leases.max_report_bytes;
     svc.leases = cfg.leases.policy;
     svc.clock = clock;
+    svc.dashboard_dir = cfg.dashboard.dir.clone();
     svc.check_master_key().await?;
     svc.ensure_signing_key().await?;
     if let Some(key) = &cfg.secrets.bootstrap_admin_key {
@@ -165,7 +167,10 @@ pub async fn serve(
         shutdown.await;
         svc.begin_shutdown();
     };
-    axum::serve(listener, crate::api::app(state))
+    // Connection info: the peer address is the source IP of brute-force limits and audit.
+    let app = crate::api::app(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(StartupError::Serve)

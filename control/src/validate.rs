@@ -6,7 +6,7 @@
 //! service or the store. Error messages describe the rule and never echo the value (a value
 //! may be huge or a secret).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use iron_core::Money;
@@ -242,16 +242,9 @@ pub fn check_upstream_url(raw: &str, allow_private: bool) -> Result<String, Stri
     let host = url.host().ok_or_else(|| "must have a host".to_string())?;
     if !allow_private {
         let internal = match &host {
-            url::Host::Domain(d) => {
-                let d = d.trim_end_matches('.').to_ascii_lowercase();
-                d == "localhost"
-                    || d.ends_with(".localhost")
-                    || d.ends_with(".local")
-                    || d.ends_with(".internal")
-                    || !d.contains('.')
-            }
-            url::Host::Ipv4(ip) => is_internal_v4(*ip),
-            url::Host::Ipv6(ip) => is_internal_v6(*ip),
+            url::Host::Domain(d) => iron_core::net::is_internal_hostname(d),
+            url::Host::Ipv4(ip) => iron_core::net::is_internal_v4(*ip),
+            url::Host::Ipv6(ip) => iron_core::net::is_internal_v6(*ip),
         };
         if internal {
             return Err(
@@ -271,38 +264,10 @@ pub fn check_upstream_url(raw: &str, allow_private: bool) -> Result<String, Stri
     Ok(s)
 }
 
-fn is_internal_v4(ip: Ipv4Addr) -> bool {
-    let o = ip.octets();
-    ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_unspecified()
-        || ip.is_broadcast()
-        || ip.is_documentation()
-        || o[0] == 0
-        || (o[0] == 100 && (o[1] & 0xc0) == 64) // 100.64.0.0/10 shared address space
-        || (o[0] == 198 && (o[1] & 0xfe) == 18) // 198.18.0.0/15 benchmarking
-        || o[0] >= 240
-}
-
-fn is_internal_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_internal_v4(v4);
-    }
-    let s = ip.segments();
-    ip.is_loopback()
-        || ip.is_unspecified()
-        || (s[0] & 0xfe00) == 0xfc00 // unique local fc00::/7
-        || (s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
-        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated)
-}
-
-/// True when `ip` would be refused as an upstream without `allow_private_upstreams`.
+/// True when `ip` would be refused as an upstream without `allow_private_upstreams`. The
+/// ranges live in `iron_core::net`, shared with the proxy's connect-time check.
 pub fn is_internal_ip(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_internal_v4(v4),
-        IpAddr::V6(v6) => is_internal_v6(v6),
-    }
+    iron_core::net::is_internal_ip(ip)
 }
 
 #[cfg(test)]

@@ -150,7 +150,34 @@ async fn auth_matrix_every_v1_route_needs_a_key_and_viewers_cannot_mutate() {
         v1.len()
     );
     let admin_only_reads = ["/v1/api-keys"];
+    // Sign-in is the one /v1 route without a key (it takes one in the body).
+    assert!(
+        v1.iter()
+            .any(|(m, p)| m == "POST" && p == "/v1/session"),
+        "sign-in is not documented"
+    );
+    let r = h
+        .call(
+            "POST",
+            "/v1/session",
+            None,
+            Some(json!({"api_key": "iron_ak_notarealkey0000000000000000000000000"})),
+        )
+        .await;
+    assert_error(&r, 401, "invalid_api_key");
+    let r = h
+        .call(
+            "POST",
+            "/v1/session",
+            None,
+            Some(json!({"api_key": &f.proj_a_key[..f.proj_a_key.len() - 1]})),
+        )
+        .await;
+    assert_error(&r, 401, "invalid_api_key");
     for (m, t) in &v1 {
+        if m == "POST" && t == "/v1/session" {
+            continue;
+        }
         let path = fill(t, &f);
         let r = h.call(m, &path, None, body_for(m)).await;
         assert_error(&r, 401, "invalid_api_key");
@@ -173,6 +200,11 @@ async fn auth_matrix_every_v1_route_needs_a_key_and_viewers_cannot_mutate() {
             .await;
         assert_error(&r, 401, "invalid_api_key");
         let r = h.call(m, &path, Some(&f.viewer), body_for(m)).await;
+        // Any key may sign its own session out.
+        if m == "DELETE" && t == "/v1/session" {
+            assert_eq!(r.status, 204, "viewer sign-out: {r:?}");
+            continue;
+        }
         if m != "GET" || admin_only_reads.contains(&t.as_str()) {
             assert_error(&r, 403, "forbidden");
         } else {
@@ -206,6 +238,10 @@ fn expected_for_project_key(method: &str, template: &str) -> u16 {
             403
         }
         ("PUT", "/v1/pricing/{model}") | ("POST", "/v1/projects") => 403,
+        ("GET", "/v1/session") => 200,
+        ("DELETE", "/v1/session") => 204,
+        // Sign-in ignores the header and wants `api_key` in the body.
+        ("POST", "/v1/session") => 400,
         ("GET", "/v1/projects" | "/v1/tokens" | "/v1/usage" | "/v1/pricing") => 200,
         _ => panic!("no expectation for project keys on {method} {template}: add one"),
     }
@@ -907,6 +943,20 @@ async fn every_mutation_writes_an_audit_event_without_secrets() {
             None,
             "provider.delete",
         ),
+        (
+            "POST",
+            "/v1/session",
+            "/v1/session".into(),
+            Some(json!({"api_key": h.admin.clone()})),
+            "session.create",
+        ),
+        (
+            "DELETE",
+            "/v1/session",
+            "/v1/session".into(),
+            None,
+            "session.delete",
+        ),
     ];
     let mut token_id = String::new();
     let mut key_id = String::new();
@@ -948,6 +998,24 @@ async fn every_mutation_writes_an_audit_event_without_secrets() {
             r.headers.get("x-request-id").unwrap().to_str().unwrap()
         );
         assert!(e["time"].as_str().unwrap().ends_with('Z'));
+        // Before/after images: nothing before a create, nothing after a delete.
+        let verb = action.rsplit('.').next().unwrap();
+        match verb {
+            "create" | "mint" => {
+                assert!(e["before"].is_null(), "{action}: {e}");
+                assert!(e["after"].is_object(), "{action}: {e}");
+            }
+            "delete" if action != "session.delete" => {
+                assert!(e["before"].is_object(), "{action}: {e}");
+                assert!(e["after"].is_null(), "{action}: {e}");
+            }
+            "update" | "set_budget" | "rotate_key" | "revoke" | "retire" => {
+                assert!(e["before"].is_object(), "{action}: {e}");
+                assert!(e["after"].is_object(), "{action}: {e}");
+                assert_ne!(e["before"], e["after"], "{action}: {e}");
+            }
+            _ => {}
+        }
         covered.insert((m.to_string(), template.to_string()));
     }
     // Every documented /v1 mutation was exercised above.
@@ -969,6 +1037,10 @@ async fn every_mutation_writes_an_audit_event_without_secrets() {
     for s in &secrets {
         assert!(!all.contains(s.as_str()), "audit log contains a secret");
     }
+    for field in ["\"key_hash\"", "\"api_key\"", "\"seed\""] {
+        assert!(!all.contains(field), "audit image holds {field}");
+    }
+    assert!(all.contains("\"key_hint\""), "provider images keep the key hint");
     // Filters work.
     let only = h.admin("GET", "/v1/audit?action=token.revoke", None).await;
     assert_eq!(only["data"].as_array().unwrap().len(), 1);

@@ -37,6 +37,10 @@ fn project(id: &str, name: &str) -> Project {
             reversible: false,
             ..Default::default()
         }),
+        rate_limits: iron_core::ratelimit::RateLimits {
+            rpm: Some(60),
+            tpm: None,
+        },
         created_at: NOW,
         updated_at: NOW,
     }
@@ -68,6 +72,10 @@ fn token(id: &str, project_id: &str, expires_at: u64) -> TokenRecord {
         created_at: NOW,
         expires_at,
         revoked_at: None,
+        rate_limits: iron_core::ratelimit::RateLimits {
+            rpm: None,
+            tpm: Some(1000),
+        },
     }
 }
 
@@ -81,6 +89,9 @@ fn audit(id: &str, action: &str, project: Option<&str>, time: u64) -> AuditEvent
         project: project.map(Into::into),
         request_id: "req_1".into(),
         details: serde_json::json!({"name": "n"}),
+        source_ip: Some("127.0.0.1".into()),
+        before: serde_json::Value::Null,
+        after: serde_json::json!({"id": "x"}),
     }
 }
 
@@ -799,6 +810,7 @@ fn event(id: &str, cost: u64, model: &str, at_ms: u64) -> UsageEvent {
         status: 200,
         cut_off: false,
         at_ms,
+        overhead_us: Some(250),
     }
 }
 

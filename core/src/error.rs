@@ -23,6 +23,8 @@ pub enum ErrorCode {
     RateLimited,
     PiiBlocked,
     RequestTooLarge,
+    HeadersTooLarge,
+    RequestTimeout,
     InvalidJson,
     InvalidRequest,
     UnknownModelPrice,
@@ -44,6 +46,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::PiiBlocked => 400,
             ErrorCode::RequestTooLarge => 413,
+            ErrorCode::HeadersTooLarge => 431,
+            ErrorCode::RequestTimeout => 408,
             ErrorCode::InvalidJson => 400,
             ErrorCode::InvalidRequest => 400,
             ErrorCode::UnknownModelPrice => 400,
@@ -65,6 +69,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::PiiBlocked => "pii_blocked",
             ErrorCode::RequestTooLarge => "request_too_large",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
+            ErrorCode::RequestTimeout => "request_timeout",
             ErrorCode::InvalidJson => "invalid_json",
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::UnknownModelPrice => "unknown_model_price",
@@ -86,6 +92,8 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limit_error",
             ErrorCode::RequestTooLarge => "request_too_large",
             ErrorCode::PiiBlocked
+            | ErrorCode::HeadersTooLarge
+            | ErrorCode::RequestTimeout
             | ErrorCode::InvalidJson
             | ErrorCode::InvalidRequest
             | ErrorCode::UnknownModelPrice => "invalid_request_error",

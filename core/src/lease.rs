@@ -68,6 +68,10 @@ pub struct UsageEvent {
     pub cut_off: bool,
     /// Unix milliseconds.
     pub at_ms: u64,
+    /// Time spent in Iron itself (excluding the upstream wait), in microseconds; the
+    /// dashboard's p99 overhead. Absent from older proxies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overhead_us: Option<u64>,
 }
 
 /// `POST /internal/v1/leases/{id}/report` and the body of `DELETE /internal/v1/leases/{id}`.

@@ -11,14 +11,18 @@
 //! - [`pricing`]: model prices (embedded table + admin overrides) and request cost.
 //! - [`meter`]: token counting (o200k) for prompt estimates and per-chunk metering.
 //! - [`lease`]: the lease protocol between proxies and control (§6).
+//! - [`net`]: which IP addresses and host names count as internal (SSRF guard, §2/§8).
+//! - [`ratelimit`]: RPM/TPM limits, their wire types and the sliding-window maths.
 //! - [`wire`], [`transit`]: routing data shared with proxies, and sealing of provider keys.
 
 pub mod error;
 pub mod lease;
 pub mod meter;
 pub mod money;
+pub mod net;
 pub mod pii;
 pub mod pricing;
+pub mod ratelimit;
 pub mod sse;
 pub mod token;
 pub mod transit;

@@ -145,7 +145,10 @@ impl SseDecoder {
             } else {
                 end
             };
-            self.parse_line(start, end);
+            // A lone CR at the end is an empty line (it ends the event): nothing to parse.
+            if end > start {
+                self.parse_line(start, end);
+            }
             self.scan = self.buf.len();
         }
         Some(self.take_event())
@@ -286,6 +289,26 @@ mod tests {
         let evs = decode_all(&[b"data: tail"]);
         assert_eq!(evs.len(), 1);
         assert_eq!(&evs[0].data[..], b"tail");
+    }
+
+    // Found by the `sse_decoder` fuzz target: a stream ending in a lone CR (a cut CRLF)
+    // made `finish` index an empty line.
+    #[test]
+    fn finish_after_lone_cr_does_not_panic() {
+        let evs = decode_all(&[b"\r"]);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(&evs[0].raw[..], b"\r");
+        assert!(!evs[0].has_data);
+
+        let evs = decode_all(&[b"data: x\r\n\r"]);
+        assert_eq!(evs.len(), 1);
+        assert_eq!(&evs[0].data[..], b"x");
+        assert_eq!(&evs[0].raw[..], b"data: x\r\n\r");
+
+        let evs = decode_all(&[b"data: a\n\n", b"\r"]);
+        assert_eq!(evs.len(), 2);
+        assert_eq!(&evs[0].data[..], b"a");
+        assert_eq!(&evs[1].raw[..], b"\r");
     }
 
     #[test]

@@ -31,6 +31,23 @@ pub struct IcClaims {
     pub exp: u64,
     /// Signing key id (also in the JWT header).
     pub kid: String,
+    /// The token's own requests-per-minute limit (absent = none; tokens minted before rate
+    /// limits existed verify unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rpm: Option<u64>,
+    /// The token's own tokens-per-minute limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm: Option<u64>,
+}
+
+impl IcClaims {
+    /// The token's own rate limits.
+    pub fn rate_limits(&self) -> crate::ratelimit::RateLimits {
+        crate::ratelimit::RateLimits {
+            rpm: self.rpm,
+            tpm: self.tpm,
+        }
+    }
 }
 
 /// Why a token was refused. Messages are safe to show: they never contain the token.
@@ -116,6 +133,24 @@ impl SigningKey {
         iat: u64,
         exp: u64,
     ) -> Result<String, TokenError> {
+        self.mint_with_limits(
+            token_id,
+            project_id,
+            iat,
+            exp,
+            crate::ratelimit::RateLimits::NONE,
+        )
+    }
+
+    /// Like [`SigningKey::mint`], with the token's own rate limits as `rpm`/`tpm` claims.
+    pub fn mint_with_limits(
+        &self,
+        token_id: &str,
+        project_id: &str,
+        iat: u64,
+        exp: u64,
+        limits: crate::ratelimit::RateLimits,
+    ) -> Result<String, TokenError> {
         let claims = IcClaims {
             iss: ISSUER.into(),
             sub: token_id.into(),
@@ -123,6 +158,8 @@ impl SigningKey {
             iat,
             exp,
             kid: self.kid.clone(),
+            rpm: limits.rpm,
+            tpm: limits.tpm,
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(self.kid.clone());
@@ -274,6 +311,30 @@ mod tests {
         );
         let tampered = format!("{}.{}.{}", parts[0], tampered_claims, parts[2]);
         assert_eq!(v.verify(&tampered), Err(TokenError::BadSignature));
+    }
+
+    #[test]
+    fn rate_limit_claims_are_optional() {
+        let k = key();
+        let v = TokenVerifier::new(&[k.public_key()]).unwrap();
+        let now = unix_now();
+        let plain = v.verify(&k.mint("tok_1", "p", now, now + 60).unwrap()).unwrap();
+        assert!(plain.rate_limits().is_none());
+        let limited = crate::ratelimit::RateLimits {
+            rpm: Some(60),
+            tpm: None,
+        };
+        let t = k
+            .mint_with_limits("tok_1", "p", now, now + 60, limited)
+            .unwrap();
+        assert_eq!(v.verify(&t).unwrap().rate_limits(), limited);
+        // The payload of a token without limits has no rpm/tpm keys (old verifiers agree).
+        let payload = t.split('.').nth(1).unwrap();
+        let plain_token = k.mint("tok_1", "p", now, now + 60).unwrap();
+        let plain_payload = plain_token.split('.').nth(1).unwrap();
+        let decoded = URL_SAFE_NO_PAD.decode(plain_payload).unwrap();
+        assert!(!String::from_utf8(decoded).unwrap().contains("rpm"));
+        assert!(String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap().contains("\"rpm\":60"));
     }
 
     #[test]

@@ -107,6 +107,9 @@ pub struct ProjectSpec {
     /// PII policy; `None` = the default (redact every type both ways, reversibly).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pii: Option<crate::pii::PiiPolicy>,
+    /// The project's RPM/TPM limits (absent = unlimited; older controls send none).
+    #[serde(default, skip_serializing_if = "crate::ratelimit::RateLimits::is_none")]
+    pub rate_limits: crate::ratelimit::RateLimits,
 }
 
 /// Everything a proxy needs from control, served at `GET /internal/v1/snapshot`.

@@ -79,6 +79,11 @@ pub struct IronUp {
 
 impl IronUp {
     pub async fn start(data_dir: &Path) -> anyhow::Result<IronUp> {
+        Self::start_with(data_dir, &[]).await
+    }
+
+    /// [`IronUp::start`] with extra `iron up` arguments (e.g. `--dashboard-dir`).
+    pub async fn start_with(data_dir: &Path, extra: &[&str]) -> anyhow::Result<IronUp> {
         let (proxy, control, admin) = (free_addr(), free_addr(), free_addr());
         let mut cmd = tokio::process::Command::new(cargo_bin("iron"));
         cmd.arg("up")
@@ -87,6 +92,8 @@ impl IronUp {
             .args(["--proxy-listen", &proxy.to_string()])
             .args(["--control-listen", &control.to_string()])
             .args(["--admin-listen", &admin.to_string()])
+            .args(extra)
+            .env_remove("IRON_DASHBOARD_DIR")
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_API_KEY");
         let process = ChildProcess::spawn(cmd).await?;
@@ -145,12 +152,27 @@ impl Control {
         addr: SocketAddr,
         extra: &str,
     ) -> anyhow::Result<Control> {
+        let store = format!("kind = \"redis\"\nurl = \"{redis_url}\"");
+        Self::start_store(&store, addr, extra).await
+    }
+
+    /// `iron-control` on its embedded store in `data_dir` (the single-node production setup).
+    pub async fn start_embedded(data_dir: &Path, extra: &str) -> anyhow::Result<Control> {
+        let store = format!(
+            "kind = \"embedded\"\npath = \"{}\"",
+            data_dir.join("control.redb").display()
+        );
+        Self::start_store(&store, free_addr(), extra).await
+    }
+
+    /// `iron-control` with `store` as the `[store]` section and `extra` appended.
+    async fn start_store(store: &str, addr: SocketAddr, extra: &str) -> anyhow::Result<Control> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("control.toml");
         std::fs::write(
             &config,
             format!(
-                "[server]\nlisten = \"{addr}\"\n\n[store]\nkind = \"redis\"\nurl = \"{redis_url}\"\n\n[security]\nallow_private_upstreams = true\n\n{extra}"
+                "[server]\nlisten = \"{addr}\"\n\n[store]\n{store}\n\n[security]\nallow_private_upstreams = true\n\n{extra}"
             ),
         )?;
         let mut cmd = tokio::process::Command::new(cargo_bin("iron-control"));
@@ -197,6 +219,7 @@ impl Proxy {
             &config,
             format!(
                 "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\nthreads = 2\nshutdown_grace_secs = 10\n\n\
+                 [security]\nallow_private_upstreams = true\n\n\
                  [budget]\nspill_dir = \"{}\"\nlease_usd = \"0.01\"\n\n[control]\nurl = \"{control_url}\"\n",
                 dir.path().join("spill").display()
             ),

@@ -3,11 +3,14 @@
 //!
 //! Used by the *upstream* stage (7). `HttpPeer::new` with a hostname resolves with blocking
 //! DNS and panics on failure, so peers are always built from a [`SocketAddr`] that
-//! [`Resolver`] looked up asynchronously and cached.
+//! [`Resolver`] looked up asynchronously and cached. [`Net::upstream_addr`] is the one place
+//! that turns a provider endpoint into the address to connect to: it resolves, then applies
+//! the SSRF guard ([`crate::guard::pick_upstream_addr`]) to the resolved addresses, so the
+//! checked address is exactly the one connected to.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use pingora_core::protocols::ALPN;
@@ -73,10 +76,13 @@ impl Endpoint {
     }
 }
 
+/// Resolved addresses of one host.
+type Addrs = Arc<[SocketAddr]>;
+
 /// Async DNS resolution with a small TTL cache.
 #[derive(Default)]
 pub struct Resolver {
-    cache: RwLock<HashMap<(String, u16), (SocketAddr, Instant)>>,
+    cache: RwLock<HashMap<(String, u16), (Addrs, Instant)>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -86,25 +92,47 @@ impl std::fmt::Debug for Resolver {
 }
 
 impl Resolver {
+    /// The first address of `host`.
     pub async fn resolve(&self, host: &str, port: u16) -> std::io::Result<SocketAddr> {
+        self.resolve_all(host, port)
+            .await?
+            .first()
+            .copied()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))
+    }
+
+    /// Every address of `host` (an IP literal is its own answer), cached for [`DNS_TTL`].
+    pub async fn resolve_all(&self, host: &str, port: u16) -> std::io::Result<Addrs> {
         if let Ok(ip) = host.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, port));
+            return Ok(Arc::from([SocketAddr::new(ip, port)]));
         }
         let key = (host.to_owned(), port);
-        if let Some((addr, at)) = self.cache.read().ok().and_then(|c| c.get(&key).copied())
+        if let Some((addrs, at)) = self.cache.read().ok().and_then(|c| c.get(&key).cloned())
             && at.elapsed() < DNS_TTL
         {
-            return Ok(addr);
+            return Ok(addrs);
         }
-        let addr = tokio::net::lookup_host((host, port))
-            .await?
-            .next()
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address"))?;
+        let addrs: Addrs = tokio::net::lookup_host((host, port)).await?.collect();
+        if addrs.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no address",
+            ));
+        }
         if let Ok(mut c) = self.cache.write() {
-            c.insert(key, (addr, Instant::now()));
+            c.insert(key, (addrs.clone(), Instant::now()));
         }
-        Ok(addr)
+        Ok(addrs)
     }
+}
+
+/// Why no address could be used for a provider.
+#[derive(Debug)]
+pub enum AddrError {
+    /// DNS failed or returned nothing.
+    Resolve(std::io::Error),
+    /// The SSRF guard refused every address (or plain http).
+    Refused(crate::guard::Refusal),
 }
 
 /// Timeouts applied to one upstream exchange.
@@ -132,24 +160,57 @@ pub struct Net {
     pub resolver: Resolver,
     pub timeouts: Timeouts,
     pub pool_idle: Duration,
+    /// `security.allow_private_upstreams`.
+    pub allow_private: bool,
 }
 
 impl std::fmt::Debug for Net {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Net")
             .field("timeouts", &self.timeouts)
+            .field("allow_private", &self.allow_private)
             .finish_non_exhaustive()
     }
 }
 
 impl Net {
-    pub fn new(timeouts: Timeouts, pool_idle: Duration) -> Self {
+    pub fn new(timeouts: Timeouts, pool_idle: Duration, allow_private: bool) -> Self {
         Net {
             connector: pingora_core::connectors::http::Connector::new(None),
             resolver: Resolver::default(),
             timeouts,
             pool_idle,
+            allow_private,
         }
+    }
+
+    /// The address to connect to for `endpoint`: resolved now (cached briefly), then checked
+    /// by the SSRF guard. A refusal is logged here (provider host, no secret).
+    pub async fn upstream_addr(&self, endpoint: &Endpoint) -> Result<SocketAddr, AddrError> {
+        if !endpoint.tls && !self.allow_private {
+            // No lookup needed to refuse plain http.
+            tracing::warn!(
+                target: "iron::security",
+                host = endpoint.host.as_str(),
+                "refused upstream: plain http (security.allow_private_upstreams is off)"
+            );
+            return Err(AddrError::Refused(crate::guard::Refusal::PlainHttp));
+        }
+        let addrs = self
+            .resolver
+            .resolve_all(&endpoint.host, endpoint.port)
+            .await
+            .map_err(AddrError::Resolve)?;
+        crate::guard::pick_upstream_addr(endpoint.tls, &addrs, self.allow_private).map_err(|r| {
+            tracing::warn!(
+                target: "iron::security",
+                host = endpoint.host.as_str(),
+                addresses = addrs.len(),
+                "refused upstream: every resolved address is internal \
+                 (security.allow_private_upstreams is off)"
+            );
+            AddrError::Refused(r)
+        })
     }
 }
 

@@ -80,6 +80,8 @@ struct RawConfig {
     #[serde(default)]
     budget: RawBudget,
     #[serde(default)]
+    security: RawSecurity,
+    #[serde(default)]
     control: Option<RawControl>,
     #[serde(default)]
     projects: Vec<RawProject>,
@@ -97,6 +99,12 @@ struct RawServer {
     shutdown_grace_secs: u64,
     h2c: bool,
     log_format: String,
+    max_headers: usize,
+    max_header_bytes: usize,
+    header_read_timeout_ms: u64,
+    body_read_timeout_ms: u64,
+    keepalive_timeout_secs: u64,
+    max_json_depth: usize,
 }
 
 impl Default for RawServer {
@@ -109,8 +117,49 @@ impl Default for RawServer {
             shutdown_grace_secs: 30,
             h2c: true,
             log_format: "text".into(),
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 60_000,
+            keepalive_timeout_secs: 60,
+            max_json_depth: crate::stage::read::DEFAULT_MAX_JSON_DEPTH,
         }
     }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSecurity {
+    allow_private_upstreams: bool,
+    auth_failure_limit: u32,
+    auth_failure_window_secs: u64,
+    auth_failure_max_ips: usize,
+}
+
+impl Default for RawSecurity {
+    fn default() -> Self {
+        RawSecurity {
+            allow_private_upstreams: false,
+            auth_failure_limit: 20,
+            auth_failure_window_secs: 60,
+            auth_failure_max_ips: 16_384,
+        }
+    }
+}
+
+/// `[security]`: the SSRF guard on upstream addresses and the per-IP limit on failed
+/// authentications (`proxy/src/guard.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct SecurityConfig {
+    /// Allow provider URLs with plain `http://` or whose address is loopback, private,
+    /// link-local, CGNAT, multicast, … (development, `iron up`, tests). Default false.
+    pub allow_private_upstreams: bool,
+    /// Failed authentications per source IP within `auth_failure_window` before the IP is
+    /// refused with 429; 0 disables the limit.
+    pub auth_failure_limit: u32,
+    pub auth_failure_window: Duration,
+    /// Most source addresses tracked at once (bounded memory).
+    pub auth_failure_max_ips: usize,
 }
 
 #[derive(Debug, Deserialize)]
@@ -237,6 +286,12 @@ struct RawProject {
     /// PII policy, e.g. `pii = { request = { EMAIL = "block" }, reversible = true }`.
     #[serde(default)]
     pii: iron_core::pii::PiiPolicy,
+    /// Static mode: requests per minute of the project (enforced in this process).
+    #[serde(default)]
+    rpm: Option<u64>,
+    /// Static mode: tokens (input + output) per minute of the project.
+    #[serde(default)]
+    tpm: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -265,6 +320,7 @@ pub struct ProxyConfig {
     pub budget: BudgetConfig,
     pub upstream: UpstreamConfig,
     pub source: Source,
+    pub security: SecurityConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -277,6 +333,19 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     pub h2c: bool,
     pub log_json: bool,
+    /// Most request header lines (431 above).
+    pub max_headers: usize,
+    /// Most bytes of request header names + values (431 above).
+    pub max_header_bytes: usize,
+    /// Time allowed for a request head to arrive, from the connection (or the end of the
+    /// previous request's keep-alive wait) on; slower connections are closed.
+    pub header_read_timeout: Duration,
+    /// Time allowed to receive the whole body of an inspected request (408 above).
+    pub body_read_timeout: Duration,
+    /// Idle time allowed between requests on a kept-alive connection.
+    pub keepalive_timeout: Duration,
+    /// Deepest JSON nesting accepted in an inspected request body (400 above).
+    pub max_json_depth: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -326,6 +395,7 @@ pub struct ProjectConfig {
     pub allowed_models: Vec<String>,
     pub budget: Option<Money>,
     pub pii: iron_core::pii::PiiPolicy,
+    pub rate_limits: iron_core::ratelimit::RateLimits,
 }
 
 #[derive(Clone)]
@@ -466,6 +536,39 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
         shutdown_grace: Duration::from_secs(s.shutdown_grace_secs),
         h2c: s.h2c,
         log_json,
+        max_headers: s.max_headers,
+        max_header_bytes: s.max_header_bytes,
+        header_read_timeout: Duration::from_millis(s.header_read_timeout_ms),
+        body_read_timeout: Duration::from_millis(s.body_read_timeout_ms),
+        keepalive_timeout: Duration::from_secs(s.keepalive_timeout_secs),
+        max_json_depth: s.max_json_depth,
+    };
+    for (path, v) in [
+        ("server.max_headers", s.max_headers as u64),
+        ("server.max_header_bytes", s.max_header_bytes as u64),
+        ("server.header_read_timeout_ms", s.header_read_timeout_ms),
+        ("server.body_read_timeout_ms", s.body_read_timeout_ms),
+        ("server.keepalive_timeout_secs", s.keepalive_timeout_secs),
+        ("server.max_json_depth", s.max_json_depth as u64),
+    ] {
+        if v == 0 {
+            return Err(invalid(path, "must be greater than 0"));
+        }
+    }
+    let sec = raw.security;
+    if sec.auth_failure_limit > 0
+        && (sec.auth_failure_window_secs == 0 || sec.auth_failure_max_ips == 0)
+    {
+        return Err(invalid(
+            "security.auth_failure_window_secs",
+            "auth_failure_window_secs and auth_failure_max_ips must be greater than 0",
+        ));
+    }
+    let security = SecurityConfig {
+        allow_private_upstreams: sec.allow_private_upstreams,
+        auth_failure_limit: sec.auth_failure_limit,
+        auth_failure_window: Duration::from_secs(sec.auth_failure_window_secs),
+        auth_failure_max_ips: sec.auth_failure_max_ips,
     };
     let u = raw.upstream;
     for (path, v) in [
@@ -548,7 +651,9 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
                 .kind
                 .parse()
                 .map_err(|e: String| invalid(format!("{path}.kind"), e))?;
-            crate::client::Endpoint::parse(&p.base_url)
+            let endpoint = crate::client::Endpoint::parse(&p.base_url)
+                .map_err(|e| invalid(format!("{path}.base_url"), e))?;
+            crate::guard::check_endpoint(&endpoint, security.allow_private_upstreams)
                 .map_err(|e| invalid(format!("{path}.base_url"), e))?;
             let api_key = load_secret(
                 &format!("{path}.api_key"),
@@ -579,7 +684,15 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
                 ),
                 None => None,
             };
+            let rate_limits = iron_core::ratelimit::RateLimits {
+                rpm: p.rpm,
+                tpm: p.tpm,
+            };
+            rate_limits
+                .validate()
+                .map_err(|e| invalid(format!("projects[{i}]"), e))?;
             projects.push(ProjectConfig {
+                rate_limits,
                 name: p.name.unwrap_or_else(|| p.id.clone()),
                 id: p.id,
                 providers: p.providers,
@@ -640,6 +753,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
         budget,
         upstream,
         source,
+        security,
     })
 }
 
@@ -668,6 +782,7 @@ public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiM
             &text,
             &env(&[
                 ("K", "sk-secret"),
+                ("IRON_SECURITY__ALLOW_PRIVATE_UPSTREAMS", "true"),
                 ("IRON_SERVER__LISTEN", "127.0.0.1:1234"),
                 ("IRON_SERVER__MAX_REQUEST_BYTES", "1024"),
             ]),
@@ -676,6 +791,12 @@ public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiM
         assert_eq!(cfg.server.listen.port(), 1234);
         assert_eq!(cfg.server.max_request_bytes, 1024);
         assert_eq!(cfg.upstream.connect_timeout, Duration::from_secs(5));
+        assert!(cfg.security.allow_private_upstreams);
+        assert_eq!(cfg.security.auth_failure_limit, 20);
+        assert_eq!(cfg.server.max_headers, 100);
+        assert_eq!(cfg.server.max_header_bytes, 64 * 1024);
+        assert_eq!(cfg.server.max_json_depth, 64);
+        assert_eq!(cfg.server.header_read_timeout, Duration::from_secs(10));
         let Source::Static(s) = cfg.source else {
             panic!("static expected")
         };
@@ -696,12 +817,12 @@ public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiM
     #[test]
     fn missing_secret_and_bad_values_are_errors() {
         let text = format!(
-            "{KEY}\n[[providers]]\nid='o'\nkind='openai'\nbase_url='http://x:1'\napi_key_env='NOPE'\n"
+            "{KEY}\n[security]\nallow_private_upstreams = true\n[[providers]]\nid='o'\nkind='openai'\nbase_url='http://x:1'\napi_key_env='NOPE'\n"
         );
         let err = ProxyConfig::from_toml(&text, &env(&[])).unwrap_err();
         assert!(err.to_string().contains("NOPE"), "{err}");
         let text = format!(
-            "{KEY}\n[[providers]]\nid='o'\nkind='gemini'\nbase_url='http://x:1'\napi_key_env='K'\n"
+            "{KEY}\n[security]\nallow_private_upstreams = true\n[[providers]]\nid='o'\nkind='gemini'\nbase_url='http://x:1'\napi_key_env='K'\n"
         );
         assert!(
             ProxyConfig::from_toml(&text, &env(&[("K", "v")]))
@@ -713,5 +834,14 @@ public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiM
         let err = ProxyConfig::from_toml(&format!("{KEY}\n[server]\nlisten='nope'\n"), &env(&[]))
             .unwrap_err();
         assert!(err.to_string().contains("server.listen"));
+        let err = ProxyConfig::from_toml(&format!("{KEY}\n[server]\nmax_headers=0\n"), &env(&[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("server.max_headers"), "{err}");
+        let err = ProxyConfig::from_toml(
+            &format!("{KEY}\n[security]\nauth_failure_typo=1\n"),
+            &env(&[]),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("auth_failure_typo"), "{err}");
     }
 }

@@ -102,6 +102,7 @@ impl ControlSync {
                 providers: p.providers,
                 allowed_models: p.allowed_models,
                 pii: Arc::new(p.pii.unwrap_or_default()),
+                rate_limits: p.rate_limits,
             })
             .collect();
         let revoked: HashSet<String> = snap.revoked.into_iter().collect();

@@ -65,6 +65,10 @@ pub struct RequestCtx {
     pub metered_output_tokens: u64,
     /// What the request cost (settle stage).
     pub cost: Option<iron_core::Money>,
+    /// `x-ratelimit-*` headers for the answer (ratelimit stage; empty when unlimited).
+    pub rate_headers: crate::ratelimit::RateHeaders,
+    /// The `tokens` rate counters this request passed, charged the output at settle.
+    pub rate_token_checks: Vec<crate::ratelimit::Check>,
 }
 
 impl RequestCtx {
@@ -92,6 +96,8 @@ impl RequestCtx {
             estimated_input_tokens: 0,
             metered_output_tokens: 0,
             cost: None,
+            rate_headers: Vec::new(),
+            rate_token_checks: Vec::new(),
         }
     }
 

@@ -577,6 +577,7 @@ impl Drop for Reservation {
             status: 499,
             cut_off: false,
             at_ms: unix_ms(),
+            overhead_us: None,
         });
         self.finish(cost, event);
     }
@@ -824,6 +825,7 @@ mod tests {
             status: 200,
             cut_off: false,
             at_ms: 0,
+            overhead_us: None,
         };
         l.reserve("t", "p", Money(10))
             .await

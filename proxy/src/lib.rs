@@ -12,14 +12,17 @@ pub mod admin;
 pub mod breaker;
 pub mod client;
 pub mod config;
+pub mod conn;
 pub mod control_api;
 pub mod control_sync;
 pub mod ctx;
 pub mod deltas;
 pub mod error;
+pub mod guard;
 pub mod ledger;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod reporter;
 pub mod stage;
 pub mod state;
@@ -51,6 +54,8 @@ pub struct ControlModeOptions {
     pub proxy_secret: String,
     pub listen: String,
     pub admin_listen: String,
+    /// `security.allow_private_upstreams` (`iron up` is a local tool and sets it).
+    pub allow_private_upstreams: bool,
 }
 
 /// Builds the shared state and the pingora server (not yet running).
@@ -107,11 +112,28 @@ pub fn build_server(
         ),
         None => None,
     };
+    let rate_api: Arc<dyn ratelimit::RateApi> = match &config.source {
+        Source::Static(_) => Arc::new(ratelimit::LocalRateApi::default()),
+        Source::Control(c) => Arc::new(
+            ratelimit::HttpRateApi::new(&c.url, c.proxy_secret.clone())
+                .context("control client")?,
+        ),
+    };
     let inflight = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let shared = Arc::new(Shared {
+        rate: Arc::new(ratelimit::RateLimiter::new(rate_api)),
         routing: ArcSwap::from_pointee(routing),
         ready: AtomicBool::new(ready),
-        net: Net::new(timeouts, config.upstream.pool_idle),
+        net: Net::new(
+            timeouts,
+            config.upstream.pool_idle,
+            config.security.allow_private_upstreams,
+        ),
+        auth_limiter: guard::AuthLimiter::new(
+            config.security.auth_failure_limit,
+            config.security.auth_failure_window,
+            config.security.auth_failure_max_ips,
+        ),
         breakers: breaker::Breakers::new(config.upstream.breaker),
         ledger: ledger.clone(),
         local_leases,
@@ -142,19 +164,22 @@ pub fn build_server(
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let mut http = pingora_proxy::http_proxy(
         &server.configuration,
         IronProxy {
             shared: shared.clone(),
         },
-        "iron-proxy",
+    );
+    let mut opts = HttpServerOptions::default();
+    opts.h2c = config.server.h2c;
+    opts.h2_idle_timeout = Some(config.server.keepalive_timeout);
+    http.server_options = Some(opts);
+    // The connection watchdog (slowloris, idle connections) around pingora's app.
+    let mut proxy = Service::new(
+        "iron-proxy".to_owned(),
+        conn::HardenedApp::new(http, config.server.h2c, config.server.header_read_timeout),
     );
     proxy.add_tcp(&config.server.listen.to_string());
-    if let Some(app) = proxy.app_logic_mut() {
-        let mut opts = HttpServerOptions::default();
-        opts.h2c = config.server.h2c;
-        app.server_options = Some(opts);
-    }
     let mut admin = Service::new(
         "iron-proxy-admin".to_owned(),
         admin::AdminApp {
@@ -201,8 +226,8 @@ pub fn run(config: &ProxyConfig) -> anyhow::Result<()> {
 /// `iron up`: runs a proxy that loads its routing data from control.
 pub fn run_control_mode(opts: ControlModeOptions) -> anyhow::Result<()> {
     let toml = format!(
-        "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[control]\nurl = \"{}\"\nproxy_secret_env = \"IRON_PROXY_SECRET\"\n",
-        opts.listen, opts.admin_listen, opts.control_url
+        "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[security]\nallow_private_upstreams = {}\n\n[control]\nurl = \"{}\"\nproxy_secret_env = \"IRON_PROXY_SECRET\"\n",
+        opts.listen, opts.admin_listen, opts.allow_private_upstreams, opts.control_url
     );
     let env: std::collections::BTreeMap<String, String> =
         [("IRON_PROXY_SECRET".to_owned(), opts.proxy_secret.clone())].into();

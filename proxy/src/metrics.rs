@@ -29,6 +29,8 @@ pub struct Metrics {
     pub tokens: IntCounterVec,
     pub cost: IntCounterVec,
     pub budget_denials: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub rate_limit_fail_open: IntCounter,
     pub cutoffs: IntCounterVec,
     pub lease_remaining: IntGaugeVec,
     pub reports_pending: prometheus::IntGauge,
@@ -122,6 +124,16 @@ impl Metrics {
             "Requests refused with 402 budget_exceeded",
             &["project"],
         )?;
+        let rate_limited = counter(
+            "iron_proxy_rate_limited_total",
+            "Requests refused with 429 rate_limited, by scope (token/project) and kind (requests/tokens)",
+            &["scope_kind", "kind"],
+        )?;
+        let rate_limit_fail_open = IntCounter::new(
+            "iron_proxy_rate_limit_fail_open_total",
+            "Requests admitted without a rate-limit check because control was unreachable",
+        )?;
+        registry.register(Box::new(rate_limit_fail_open.clone()))?;
         let cutoffs = counter(
             "iron_proxy_stream_cutoffs_total",
             "Streams cut off because the budget ran out",
@@ -169,6 +181,8 @@ impl Metrics {
             tokens,
             cost,
             budget_denials,
+            rate_limited,
+            rate_limit_fail_open,
             cutoffs,
             lease_remaining,
             reports_pending,

@@ -43,8 +43,12 @@ pub struct Shared {
     pub features: crate::config::Features,
     pub prices: ArcSwap<iron_core::pricing::PriceTable>,
     pub budget: crate::config::BudgetConfig,
+    /// RPM/TPM slices (the ratelimit stage).
+    pub rate: Arc<crate::ratelimit::RateLimiter>,
     pub server: ServerConfig,
     pub metrics: Metrics,
+    /// Failed-authentication limit per source address (`crate::guard`).
+    pub auth_limiter: crate::guard::AuthLimiter,
 }
 
 impl std::fmt::Debug for Shared {
@@ -107,6 +111,25 @@ impl IronProxy {
         route: Option<ApiRoute>,
     ) -> Result<Handled, ProxyError> {
         let shared = &self.shared;
+        crate::conn::check_head(
+            session,
+            shared.server.max_headers,
+            shared.server.max_header_bytes,
+        )?;
+        // Before any token parsing: an address with too many failed authentications waits.
+        let client_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        if let Some(ip) = client_ip
+            && let Some(secs) = shared.auth_limiter.blocked(ip)
+        {
+            return Err(ProxyError::new(
+                ErrorCode::RateLimited,
+                format!("too many failed authentications from this address; retry in {secs} s"),
+            )
+            .with_retry_after(secs));
+        }
         let route = route.ok_or_else(|| {
             ProxyError::new(
                 ErrorCode::NotFound,
@@ -125,7 +148,19 @@ impl IronProxy {
 
         let (claims, project) = {
             let _span = self.stage(Stage::Auth).entered();
-            stage::auth::authenticate(&routing, session.req_header(), unix_now())?
+            stage::auth::authenticate(&routing, session.req_header(), unix_now()).inspect_err(
+                |_| {
+                    if let Some(ip) = client_ip
+                        && shared.auth_limiter.record_failure(ip)
+                    {
+                        tracing::warn!(
+                            target: "iron::security",
+                            client = %ip,
+                            "too many failed authentications: address blocked for one window"
+                        );
+                    }
+                },
+            )?
         };
         ctx.span.record("iron.project", claims.prj.as_str());
         ctx.span.record("iron.token_id", claims.sub.as_str());
@@ -136,15 +171,31 @@ impl IronProxy {
             ctx.deployments = stage::route::select(&routing, &project, route, None)?;
             ctx.deployment = ctx.deployments.first().cloned();
             if matches!(route, ApiRoute::PassThrough(_)) {
+                // Refuse an internal upstream with a clear body now; `upstream_peer` repeats
+                // the check (cached DNS) on the address it actually connects to.
+                if let Some(dep) = &ctx.deployment
+                    && let Err(crate::client::AddrError::Refused(r)) =
+                        shared.net.upstream_addr(&dep.endpoint).await
+                {
+                    return Err(ProxyError::new(
+                        ErrorCode::UpstreamError,
+                        format!("provider `{}` is not allowed: {}", dep.name, r.reason()),
+                    ));
+                }
                 return Ok(Handled::Forward);
             }
         }
 
         let read = self.stage(Stage::Read);
-        let raw = stage::read::read_body(session, shared.server.max_request_bytes)
-            .instrument(read.clone())
-            .await?;
-        let mut body = read.in_scope(|| stage::read::parse(raw, route))?;
+        let raw = stage::read::read_body(
+            session,
+            shared.server.max_request_bytes,
+            shared.server.body_read_timeout,
+        )
+        .instrument(read.clone())
+        .await?;
+        let mut body =
+            read.in_scope(|| stage::read::parse_limited(raw, route, shared.server.max_json_depth))?;
         if let Some(model) = &body.model {
             ctx.span.record("gen_ai.request.model", model.as_str());
         }
@@ -159,6 +210,10 @@ impl IronProxy {
             .deployment
             .clone()
             .ok_or_else(|| ProxyError::new(ErrorCode::NotFound, "no provider for this request"))?;
+
+        stage::ratelimit::admit(shared, ctx, route, &project, &body)
+            .instrument(self.stage(Stage::RateLimit))
+            .await?;
 
         stage::budget::admit(shared, ctx, route, &body)
             .instrument(self.stage(Stage::Budget))
@@ -299,6 +354,9 @@ impl IronProxy {
         if let Some(secs) = err.retry_after {
             let _ = head.insert_header(header::RETRY_AFTER, secs);
         }
+        for (name, value) in &ctx.rate_headers {
+            let _ = head.insert_header(*name, value.as_str());
+        }
         if ctx.body.is_none() {
             // The request body may still be unread: do not reuse this connection.
             session.set_keepalive(None);
@@ -319,6 +377,20 @@ impl ProxyHttp for IronProxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new(crate::ctx::Inflight::enter(&self.shared.inflight))
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> pingora_error::Result<()> {
+        // The head is complete: the connection watchdog stops (crate::conn).
+        crate::conn::head_received();
+        if session.get_keepalive().is_some() {
+            let secs = self.shared.server.keepalive_timeout.as_secs().max(1);
+            session.set_keepalive(Some(secs));
+        }
+        Ok(())
     }
 
     async fn request_filter(
@@ -366,16 +438,16 @@ impl ProxyHttp for IronProxy {
             )
         })?;
         let net = &self.shared.net;
-        let addr = net
-            .resolver
-            .resolve(&dep.endpoint.host, dep.endpoint.port)
-            .await
-            .map_err(|_| {
-                pingora_error::Error::explain(
-                    pingora_error::ErrorType::ConnectNoRoute,
-                    "cannot resolve provider host",
-                )
-            })?;
+        // Resolve + SSRF guard on the resolved address (crate::guard).
+        let addr = net.upstream_addr(&dep.endpoint).await.map_err(|e| {
+            pingora_error::Error::explain(
+                pingora_error::ErrorType::ConnectNoRoute,
+                match e {
+                    crate::client::AddrError::Resolve(_) => "cannot resolve provider host",
+                    crate::client::AddrError::Refused(r) => r.reason(),
+                },
+            )
+        })?;
         Ok(Box::new(peer(&dep.endpoint, addr, net.timeouts)))
     }
 
@@ -418,6 +490,9 @@ impl ProxyHttp for IronProxy {
         e: Option<&pingora_error::Error>,
         ctx: &mut RequestCtx,
     ) {
+        // The next request head on this connection must arrive in time (crate::conn).
+        let server = &self.shared.server;
+        crate::conn::request_done(server.keepalive_timeout + server.header_read_timeout);
         let m = &self.shared.metrics;
         let route = ctx.route.map_or("unknown", ApiRoute::as_str);
         let provider = ctx.deployment.as_ref().map_or("", |d| d.id.as_str());

@@ -90,6 +90,8 @@ pub struct Project {
     pub providers: Vec<String>,
     pub allowed_models: Vec<String>,
     pub pii: Arc<iron_core::pii::PiiPolicy>,
+    /// RPM/TPM limits of the project (the ratelimit stage).
+    pub rate_limits: iron_core::ratelimit::RateLimits,
 }
 
 impl Project {
@@ -110,6 +112,7 @@ impl From<&ProjectConfig> for Project {
             providers: p.providers.clone(),
             allowed_models: p.allowed_models.clone(),
             pii: Arc::new(p.pii.clone()),
+            rate_limits: p.rate_limits,
         }
     }
 }

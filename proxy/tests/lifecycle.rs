@@ -22,6 +22,7 @@ async fn sigterm_drains_streams_then_exits() {
         &config,
         format!(
             "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\nthreads = 2\nshutdown_grace_secs = 10\n\n\
+             [security]\nallow_private_upstreams = true\n\n\
              [auth]\npublic_keys = [{{ kid = \"{}\", alg = \"EdDSA\", x = \"{}\" }}]\n\n\
              [[projects]]\nid = \"{PROJECT}\"\n\n\
              [[providers]]\nid = \"openai\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"K\"\n",

@@ -47,6 +47,9 @@ admin_listen = "{admin}"
 threads = 2
 log_format = "json"
 
+[security]
+allow_private_upstreams = true
+
 [auth]
 public_keys = [{{ kid = "{kid}", alg = "EdDSA", x = "{x}" }}]
 

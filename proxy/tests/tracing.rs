@@ -95,6 +95,7 @@ async fn spans_carry_gen_ai_attributes_and_the_trace_reaches_upstream() {
         &config,
         format!(
             "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\nthreads = 2\nlog_format = \"json\"\nshutdown_grace_secs = 5\n\n\
+             [security]\nallow_private_upstreams = true\n\n\
              [auth]\npublic_keys = [{{ kid = \"{}\", alg = \"EdDSA\", x = \"{}\" }}]\n\n[[projects]]\nid = \"{PROJECT}\"\n\n\
              [[providers]]\nid = \"openai\"\nkind = \"openai\"\nbase_url = \"{}\"\napi_key_env = \"K\"\n",
             pk.kid,

@@ -120,6 +120,12 @@ fn build_config(
             "features",
             table(vec![("pii", Value::Boolean(spec.pii_enabled))]),
         ),
+        // A local, in-process proxy (like `iron up`): loopback/plain-http upstreams such as
+        // a mock or a local model server are the user's own choice.
+        (
+            "security",
+            table(vec![("allow_private_upstreams", Value::Boolean(true))]),
+        ),
         ("projects", Value::Array(vec![table(project)])),
         ("providers", Value::Array(providers)),
     ]);

@@ -15,6 +15,8 @@ the keys the chart owns (listen addresses, spill dir, control URL, store kind).
 
 {{ include "iron.toml.section" (list "upstream" $cfg.upstream) }}
 
+{{ include "iron.toml.section" (list "security" $cfg.security) }}
+
 {{ include "iron.toml.section" (list "budget" $budget) }}
 
 {{ include "iron.toml.section" (list "features" $cfg.features) }}

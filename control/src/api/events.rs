@@ -1,7 +1,9 @@
-//! Server-sent control events: `/v1/events` (dashboard, API key) and
+//! Server-sent control events: `/v1/events` (dashboard, API key or session) and
 //! `/internal/v1/events` (proxies, proxy secret). Same stream: `id: <version>`,
 //! `event: token_revoked|config_changed`, `data: <ControlEvent JSON>`, resumable with
-//! `Last-Event-ID`, `: keep-alive` comments.
+//! `Last-Event-ID`, `: keep-alive` comments. The dashboard stream also carries
+//! `event: usage` (no id, not replayed) with a [`UsageTick`] whenever this replica records
+//! usage from a proxy report, so spend moves on screen within a second.
 
 use std::convert::Infallible;
 
@@ -10,6 +12,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use http::HeaderMap;
 use tokio_stream::StreamExt;
+use tokio::sync::broadcast;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::extract::GlobalReader;
@@ -43,18 +46,49 @@ fn to_event(f: Frame) -> Result<Event, Infallible> {
     })
 }
 
+fn control_events(
+    s: &AppState,
+    headers: &HeaderMap,
+) -> Result<impl Stream<Item = Result<Event, Infallible>> + use<>, ApiError> {
+    let last = last_event_id(headers)?;
+    let rx = subscribe(s.svc.store.clone(), &s.svc.bus, last, s.svc.shutting_down());
+    Ok(ReceiverStream::new(rx).map(to_event))
+}
+
+fn keep_alive(s: &AppState) -> KeepAlive {
+    KeepAlive::new()
+        .interval(s.svc.keepalive)
+        .text("keep-alive")
+}
+
 pub(crate) fn stream(
     s: &AppState,
     headers: &HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, ApiError> {
-    let last = last_event_id(headers)?;
-    let rx = subscribe(s.svc.store.clone(), &s.svc.bus, last, s.svc.shutting_down());
-    let stream = ReceiverStream::new(rx).map(to_event);
-    Ok(Sse::new(stream).keep_alive(
-        KeepAlive::new()
-            .interval(s.svc.keepalive)
-            .text("keep-alive"),
-    ))
+    Ok(Sse::new(control_events(s, headers)?).keep_alive(keep_alive(s)))
+}
+
+/// Usage ticks of this replica as `usage` events, until shutdown. A dashboard that falls
+/// behind skips ticks (they only trigger a refresh).
+fn usage_events(s: &AppState) -> impl Stream<Item = Result<Event, Infallible>> + use<> {
+    let rx = s.svc.usage_ticks.subscribe();
+    let stop = Box::pin(s.svc.shutting_down());
+    futures::stream::unfold((rx, stop), |(mut rx, mut stop)| async move {
+        loop {
+            let tick = tokio::select! {
+                () = &mut stop => return None,
+                t = rx.recv() => t,
+            };
+            match tick {
+                Ok(t) => {
+                    let data = serde_json::to_string(&t).unwrap_or_else(|_| "{}".into());
+                    return Some((Ok(Event::default().event("usage").data(data)), (rx, stop)));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
 }
 
 #[utoipa::path(get, path = "/v1/events", tag = "events",
@@ -67,5 +101,6 @@ pub async fn dashboard_events(
     _reader: GlobalReader,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    stream(&s, &headers)
+    let events = control_events(&s, &headers)?.merge(usage_events(&s));
+    Ok(Sse::new(events).keep_alive(keep_alive(&s)))
 }

@@ -161,13 +161,23 @@ pub struct Caller {
     pub key_id: String,
     pub role: Role,
     pub request_id: String,
+    /// Authenticated by a dashboard session cookie (not a key header).
+    pub via_session: bool,
+    /// The client address (see `middleware::source_ip`).
+    pub source_ip: Option<String>,
 }
 
 impl Caller {
+    /// The audit actor: the key id, or `session:<key id>` for a dashboard session.
     pub fn actor(&self) -> Actor {
         Actor {
-            id: self.key_id.clone(),
+            id: if self.via_session {
+                format!("session:{}", self.key_id)
+            } else {
+                self.key_id.clone()
+            },
             request_id: self.request_id.clone(),
+            source_ip: self.source_ip.clone(),
         }
     }
 

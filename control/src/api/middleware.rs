@@ -5,22 +5,30 @@
 //!    server-side errors; never headers or bodies) and `iron_control_http_requests_total`
 //!    (route template from [`tag_route`], a route layer inside the router).
 //! 2. body limit (`DefaultBodyLimit`, enforced by `ApiJson` → 413).
-//! 3. per route group: [`require_api_key`] on `/v1` (401 without a valid key, 403 for
-//!    mutations by a viewer key) or [`require_proxy_secret`] on `/internal/v1`.
+//! 3. per route group: [`require_api_key`] on `/v1` (401 without a valid key or session
+//!    cookie, 429 after too many failed attempts from one source IP or for one key prefix
+//!    ([`AuthFailures`]), 403 for mutations by a viewer key or for cookie-authenticated
+//!    mutations whose `Origin`/`Referer` does not match `Host`) or [`require_proxy_secret`]
+//!    on `/internal/v1`. `POST /v1/session` (sign-in) sits outside the layer and applies the
+//!    same failure limits itself.
 //!
 //! Finer checks (admin-only routes, project scoping) happen in the handlers via `Caller`.
 
-use std::time::Instant;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, Method};
 
 use super::extract::Caller;
 use crate::AppState;
+use crate::config::Cidr;
 use crate::error::{ApiError, ErrorDetail};
-use crate::model::{Role, new_id};
+use crate::model::{Role, new_id, now};
 
 /// Header carrying the request id.
 pub const REQUEST_ID: &str = "x-request-id";
@@ -109,25 +117,77 @@ fn bearer(req: &Request) -> Option<&str> {
         .map(str::trim)
 }
 
+/// How a `/v1` request authenticates.
+enum Credential<'a> {
+    /// `Authorization: Bearer` or `x-api-key`.
+    Key(&'a str),
+    /// The dashboard session cookie (used only when no key header is sent).
+    Session(&'a str),
+}
+
+/// `/v1` authentication: API key header, else session cookie. Order: brute-force limit
+/// (429 before any key check) → key or session check (401, counted as a failure) → viewer
+/// keys read-only (403) → CSRF check on cookie-authenticated mutations (403).
 pub async fn require_api_key(
     State(state): State<AppState>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let Some(presented) = bearer(&req) else {
-        return ApiError::Unauthorized(
-            "missing API key: send `Authorization: Bearer iron_ak_…` (see IRON_API_KEY)".into(),
-        )
-        .into_response();
+    let svc = &state.svc;
+    let ip = source_ip(&req, &svc.security.trusted_proxies);
+    let credential = match bearer(&req) {
+        Some(k) => Credential::Key(k),
+        None => match super::session::cookie(req.headers()) {
+            Some(c) => Credential::Session(c),
+            None => {
+                return ApiError::Unauthorized(
+                    "missing API key: send `Authorization: Bearer iron_ak_…` (see IRON_API_KEY)"
+                        .into(),
+                )
+                .into_response();
+            }
+        },
     };
-    let key = match state.svc.authenticate(presented).await {
-        Ok(Some(k)) => k,
-        Ok(None) => return ApiError::Unauthorized("invalid API key".into()).into_response(),
-        Err(e) => return e.into_response(),
+    let prefix = match &credential {
+        Credential::Key(k) => Some(key_prefix(k)),
+        Credential::Session(_) => None,
+    };
+    if let Some(resp) = svc.auth_failures.check(ip, prefix) {
+        return resp;
+    }
+    let (key, via_session) = match credential {
+        Credential::Key(presented) => match svc.authenticate(presented).await {
+            Ok(Some(k)) => (k, false),
+            Ok(None) => {
+                svc.auth_failures.record(ip, prefix);
+                return ApiError::Unauthorized("invalid API key".into()).into_response();
+            }
+            Err(e) => return e.into_response(),
+        },
+        Credential::Session(jwt) => match session_key(svc, jwt).await {
+            Ok(Some(k)) => (k, true),
+            Ok(None) => {
+                svc.auth_failures.record(ip, None);
+                return ApiError::Unauthorized(
+                    "invalid or expired session: sign in again (POST /v1/session)".into(),
+                )
+                .into_response();
+            }
+            Err(e) => return e.into_response(),
+        },
     };
     let read_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if key.role == Role::Viewer && !read_only {
+    // Any key may end its own session.
+    let sign_out = *req.method() == Method::DELETE && req.uri().path() == "/v1/session";
+    if key.role == Role::Viewer && !read_only && !sign_out {
         return ApiError::forbidden("viewer API keys are read-only").into_response();
+    }
+    if via_session && !read_only && !same_origin(req.headers()) {
+        return ApiError::forbidden(
+            "cross-site request refused: a session-authenticated change needs an Origin (or \
+             Referer) matching the Host",
+        )
+        .into_response();
     }
     let request_id = req
         .extensions()
@@ -138,8 +198,193 @@ pub async fn require_api_key(
         key_id: key.id,
         role: key.role,
         request_id,
+        via_session,
+        source_ip: ip.map(|i| i.to_string()),
     });
     next.run(req).await
+}
+
+/// The API key behind a session cookie: valid signature and expiry, not revoked, and the
+/// key still exists. `None` otherwise.
+async fn session_key(
+    svc: &crate::service::Service,
+    jwt: &str,
+) -> Result<Option<crate::model::ApiKeyRecord>, ApiError> {
+    let Some(claims) = super::session::verify(svc, jwt) else {
+        return Ok(None);
+    };
+    if svc.store.session_revoked(&claims.jti, now()).await? {
+        return Ok(None);
+    }
+    Ok(svc.store.get_api_key(&claims.sub).await?)
+}
+
+/// CSRF check: `Origin` (or else `Referer`) names the same host[:port] as `Host`.
+fn same_origin(h: &http::HeaderMap) -> bool {
+    let Some(host) = h
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    else {
+        return false;
+    };
+    let origin = h
+        .get(http::header::ORIGIN)
+        .or_else(|| h.get(http::header::REFERER))
+        .and_then(|v| v.to_str().ok());
+    let Some(origin) = origin else {
+        return false;
+    };
+    let Some(rest) = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    authority.eq_ignore_ascii_case(host)
+}
+
+/// The first characters of a presented key, the unit of per-key failure counting.
+pub fn key_prefix(presented: &str) -> &str {
+    let mut end = presented.len().min(KEY_PREFIX_LEN);
+    while !presented.is_char_boundary(end) {
+        end -= 1;
+    }
+    &presented[..end]
+}
+
+/// Characters of a presented key that identify it for failure counting (`iron_ak_` + 4).
+const KEY_PREFIX_LEN: usize = 12;
+
+/// The client address: the TCP peer, or — when the peer is a trusted proxy — the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy. `None` when the
+/// server runs without connection info (router tests).
+pub fn source_ip(req: &Request, trusted: &[Cidr]) -> Option<IpAddr> {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| canonical(c.0.ip()))?;
+    if !trusted.iter().any(|c| c.contains(peer)) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    let hops = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else {
+            break;
+        };
+        client = canonical(ip);
+        if !trusted.iter().any(|c| c.contains(client)) {
+            break;
+        }
+    }
+    Some(client)
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Most distinct sources (IPs, key prefixes) tracked per table; beyond it new sources are
+/// not counted until old windows expire (memory stays bounded under a flood).
+const MAX_TRACKED: usize = 10_000;
+
+/// Fixed-window counters of failed authentications per source IP and per key prefix.
+#[derive(Debug)]
+pub struct AuthFailures {
+    limit: u32,
+    window: Duration,
+    by_ip: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    by_prefix: Mutex<HashMap<String, (Instant, u32)>>,
+}
+
+impl AuthFailures {
+    pub fn new(limit: u32, window: Duration) -> Self {
+        AuthFailures {
+            limit,
+            window,
+            by_ip: Mutex::new(HashMap::new()),
+            by_prefix: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A 429 response when the source or the key prefix used up its failures.
+    pub fn check(&self, ip: Option<IpAddr>, prefix: Option<&str>) -> Option<Response> {
+        let now = Instant::now();
+        let wait = |entry: Option<&(Instant, u32)>| {
+            entry
+                .filter(|(start, n)| *n >= self.limit && now < *start + self.window)
+                .map(|(start, _)| (*start + self.window).saturating_duration_since(now))
+        };
+        let by_ip = ip.and_then(|ip| wait(lock(&self.by_ip).get(&ip)));
+        let by_prefix = prefix.and_then(|p| wait(lock(&self.by_prefix).get(p)));
+        let retry = by_ip.into_iter().chain(by_prefix).max()?;
+        Some(rate_limited(retry.as_secs().max(1)))
+    }
+
+    /// Counts one failure for the source and the key prefix.
+    pub fn record(&self, ip: Option<IpAddr>, prefix: Option<&str>) {
+        if let Some(ip) = ip {
+            bump(&mut lock(&self.by_ip), ip, self.window);
+        }
+        if let Some(p) = prefix {
+            bump(&mut lock(&self.by_prefix), p.to_owned(), self.window);
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn bump<K: std::hash::Hash + Eq>(map: &mut HashMap<K, (Instant, u32)>, key: K, window: Duration) {
+    let now = Instant::now();
+    if map.len() >= MAX_TRACKED && !map.contains_key(&key) {
+        map.retain(|_, (start, _)| now < *start + window);
+        if map.len() >= MAX_TRACKED {
+            return;
+        }
+    }
+    let e = map.entry(key).or_insert((now, 0));
+    if now >= e.0 + window {
+        *e = (now, 0);
+    }
+    e.1 = e.1.saturating_add(1);
+}
+
+/// 429 `rate_limited` with `Retry-After`, in the control API's error shape.
+fn rate_limited(retry_after: u64) -> Response {
+    let body = crate::error::ErrorBody {
+        error: crate::error::ErrorObject {
+            kind: "rate_limited".into(),
+            message: format!(
+                "too many failed authentication attempts; retry after {retry_after} s"
+            ),
+            code: "rate_limited".into(),
+        },
+    };
+    let mut resp = (http::StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        iron_core::error::ERROR_HEADER,
+        HeaderValue::from_static("rate_limited"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&retry_after.to_string()) {
+        h.insert(http::header::RETRY_AFTER, v);
+    }
+    resp
 }
 
 pub async fn require_proxy_secret(

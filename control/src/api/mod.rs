@@ -9,6 +9,7 @@
 pub mod api_keys;
 pub mod audit;
 pub mod budgets;
+pub mod dashboard;
 pub mod events;
 pub mod extract;
 pub mod health;
@@ -18,7 +19,10 @@ pub mod middleware;
 pub mod pricing;
 pub mod projects;
 pub mod providers;
+pub mod ratelimits;
+pub mod session;
 pub mod signing_keys;
+pub mod stats;
 pub mod tokens;
 pub mod views;
 
@@ -49,7 +53,7 @@ use extract::Caller;
         (name = "projects"), (name = "tokens"), (name = "providers"), (name = "budgets"),
         (name = "usage"), (name = "pricing"), (name = "audit"), (name = "events"),
         (name = "api-keys"), (name = "signing-keys"), (name = "internal", description = "Proxy API"),
-        (name = "health"),
+        (name = "health"), (name = "session", description = "Dashboard sign-in"),
     )
 )]
 struct ApiDoc;
@@ -76,6 +80,15 @@ impl utoipa::Modify for SecuritySchemes {
                     .description(Some("IRON_PROXY_SECRET"))
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::with_description(
+                    session::COOKIE,
+                    "Dashboard session (POST /v1/session); mutations need a same-origin Origin",
+                ),
+            )),
         );
     }
 }
@@ -104,9 +117,12 @@ fn v1_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(providers::rotate_key))
         .routes(routes!(budgets::get_budget))
         .routes(routes!(budgets::list_usage))
+        .routes(routes!(stats::overview))
+        .routes(routes!(stats::usage_series))
         .routes(routes!(pricing::list_pricing))
         .routes(routes!(pricing::set_price))
         .routes(routes!(audit::list_audit))
+        .routes(routes!(session::get_session, session::delete_session))
         .routes(routes!(events::dashboard_events))
         .routes(routes!(api_keys::list_api_keys, api_keys::create_api_key))
         .routes(routes!(api_keys::delete_api_key))
@@ -120,6 +136,7 @@ fn internal_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(internal::keys))
         .routes(routes!(internal::snapshot))
         .routes(routes!(internal::events))
+        .routes(routes!(ratelimits::take))
 }
 
 /// The lease routes (proxy secret, larger body limit).
@@ -133,6 +150,8 @@ fn lease_routes() -> OpenApiRouter<AppState> {
 
 fn public_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
+        // Sign-in has no key yet: outside the API-key layer, with its own failure limits.
+        .routes(routes!(session::create_session))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))
@@ -185,7 +204,7 @@ pub fn app(state: AppState) -> Router {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
-        .fallback(|| async { ApiError::not_found("no such route").into_response() })
+        .fallback(dashboard::fallback)
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed.into_response() })
         .layer(DefaultBodyLimit::max(max_body))
         .layer(axum::middleware::from_fn_with_state(

@@ -137,15 +137,24 @@ pub async fn set_price(
         output: body.output_per_mtok_usd.0,
         updated_at: now(),
     };
+    let before = s
+        .svc
+        .store
+        .list_prices()
+        .await?
+        .into_iter()
+        .find(|o| o.model == model);
     s.svc.store.put_price(&p).await?;
     s.svc.emit(ControlEvent::ConfigChanged).await?;
     s.svc
-        .audit(
+        .audit_change(
             &caller.actor(),
             "pricing.set",
             &model,
             None,
             serde_json::json!({"input_per_mtok_usd": usd(p.input), "output_per_mtok_usd": usd(p.output)}),
+            crate::service::audit_image(&before),
+            crate::service::audit_image(&p),
         )
         .await?;
     Ok(Json(override_view(p)))

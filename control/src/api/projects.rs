@@ -60,6 +60,11 @@ pub struct PatchProject {
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Object>)]
     pub pii: Option<Option<PiiPolicy>>,
+    /// `{"rpm":n|null,"tpm":n|null}`: a missing key keeps that limit, `null` removes it;
+    /// `"rate_limits":null` removes both.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<super::ratelimits::RateLimitsInput>)]
+    pub rate_limits: Option<Option<super::ratelimits::RateLimitsInput>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -160,7 +165,13 @@ pub async fn patch_project(
         check_refs(p)?;
     }
     let current = s.svc.resolve_project(&project).await?;
+    let rate_limits = match &body.rate_limits {
+        None => None,
+        Some(None) => Some(iron_core::ratelimit::RateLimits::NONE),
+        Some(Some(input)) => Some(input.apply(current.rate_limits)?),
+    };
     let patch = ProjectPatch {
+        rate_limits,
         name: body.name,
         budget_limit: body.budget_usd.map(|o| o.map(|u| u.0)),
         period: body.period,

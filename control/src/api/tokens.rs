@@ -29,6 +29,9 @@ pub struct MintToken {
     /// Lifetime such as `30m`, `12h`, `7d` (default 30d, at most 366d).
     #[schema(value_type = Option<String>, example = "7d")]
     pub ttl: Option<Ttl>,
+    /// The token's own limits `{"rpm":n,"tpm":n}` (also carried in the token as claims);
+    /// the project's limits apply as well, the stricter wins.
+    pub rate_limits: Option<super::ratelimits::RateLimitsInput>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -55,7 +58,12 @@ pub async fn mint_token(
     // Authorize against the project before looking at the body.
     let project = scoped_project(&s.svc, &caller, &project).await?;
     let body: MintToken = parse_json(&body)?;
+    let rate_limits = match &body.rate_limits {
+        Some(input) => input.apply(iron_core::ratelimit::RateLimits::NONE)?,
+        None => iron_core::ratelimit::RateLimits::NONE,
+    };
     let req = MintRequest {
+        rate_limits,
         name: body.name.map(Name::into_string),
         budget: body.budget_usd.map(|u| u.0),
         period: body.period,
@@ -89,8 +97,16 @@ pub async fn list_project_tokens(
     let page = q.page()?;
     let project = scoped_project(&s.svc, &caller, &project).await?;
     let page = s.svc.store.list_tokens(Some(&project.id), &page).await?;
+    let stats = s.svc.token_stats(&project.id).await?;
     Ok(Json(List {
-        data: page.items.into_iter().map(Into::into).collect(),
+        data: page
+            .items
+            .into_iter()
+            .map(|t| {
+                let st = stats.get(&t.id);
+                TokenView::from(t).with_stats(st)
+            })
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }

@@ -52,6 +52,8 @@ pub struct ProjectView {
     /// PII policy; `null` = the default (redact every type both ways, reversibly).
     #[schema(value_type = Option<Object>)]
     pub pii: Option<iron_core::pii::PiiPolicy>,
+    /// RPM/TPM limits (`null` = unlimited).
+    pub rate_limits: super::ratelimits::RateLimitsView,
     pub created_at: String,
     pub updated_at: String,
 }
@@ -66,6 +68,7 @@ impl From<Project> for ProjectView {
             providers: p.providers,
             allowed_models: p.allowed_models,
             pii: p.pii,
+            rate_limits: p.rate_limits.into(),
             created_at: time(p.created_at),
             updated_at: time(p.updated_at),
         }
@@ -121,6 +124,24 @@ pub struct TokenView {
     pub created_at: String,
     pub expires_at: String,
     pub revoked_at: Option<String>,
+    /// Time of the last metered request (project listings only; `null` = never or unknown).
+    pub last_used_at: Option<String>,
+    /// Spend recorded in the usage log (project listings only).
+    pub spent_usd: Option<String>,
+    pub spent_microdollars: Option<u64>,
+    /// The token's own RPM/TPM limits (`null` = only the project's).
+    pub rate_limits: super::ratelimits::RateLimitsView,
+}
+
+impl TokenView {
+    /// Adds the token's usage totals (from [`crate::service::stats`]).
+    pub fn with_stats(mut self, stats: Option<&crate::service::stats::TokenStats>) -> Self {
+        let s = stats.copied().unwrap_or_default();
+        self.last_used_at = (s.requests > 0).then(|| time(s.last_used_ms / 1000));
+        self.spent_usd = Some(usd(Money(s.spent)));
+        self.spent_microdollars = Some(s.spent);
+        self
+    }
 }
 
 impl From<TokenRecord> for TokenView {
@@ -143,6 +164,10 @@ impl From<TokenRecord> for TokenView {
             created_at: time(t.created_at),
             expires_at: time(t.expires_at),
             revoked_at: t.revoked_at.map(time),
+            last_used_at: None,
+            spent_usd: None,
+            spent_microdollars: None,
+            rate_limits: t.rate_limits.into(),
         }
     }
 }
@@ -204,6 +229,14 @@ pub struct AuditView {
     pub request_id: String,
     #[schema(value_type = Object)]
     pub details: serde_json::Value,
+    /// The client address (TCP peer, or `X-Forwarded-For` from a trusted proxy).
+    pub source_ip: Option<String>,
+    /// The object before / after the change (`null` when created / deleted), secrets
+    /// removed.
+    #[schema(value_type = Object)]
+    pub before: serde_json::Value,
+    #[schema(value_type = Object)]
+    pub after: serde_json::Value,
 }
 
 impl From<AuditEvent> for AuditView {
@@ -217,6 +250,9 @@ impl From<AuditEvent> for AuditView {
             project: e.project,
             request_id: e.request_id,
             details: e.details,
+            source_ip: e.source_ip,
+            before: e.before,
+            after: e.after,
         }
     }
 }

@@ -59,21 +59,36 @@ impl Service {
             Role::Project(p) => Some(p.as_str()),
             _ => None,
         };
-        self.audit(
+        self.audit_change(
             actor,
             "api_key.create",
             &rec.id,
             project,
             json!({"name": rec.name, "role": rec.role.to_string()}),
+            serde_json::Value::Null,
+            super::audit_image(&rec),
         )
         .await?;
         Ok((rec, key))
     }
 
     pub async fn delete_api_key(&self, actor: &Actor, id: &str) -> Result<(), ApiError> {
+        let before = self.store.get_api_key(id).await?;
         self.store.delete_api_key(id).await?;
-        self.audit(actor, "api_key.delete", id, None, serde_json::Value::Null)
-            .await?;
+        let project = match before.as_ref().map(|k| &k.role) {
+            Some(Role::Project(p)) => Some(p.as_str()),
+            _ => None,
+        };
+        self.audit_change(
+            actor,
+            "api_key.delete",
+            id,
+            project,
+            serde_json::Value::Null,
+            super::audit_image(&before),
+            serde_json::Value::Null,
+        )
+        .await?;
         Ok(())
     }
 

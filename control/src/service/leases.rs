@@ -163,10 +163,13 @@ impl Service {
     ) -> Result<ReportAck, ApiError> {
         known_shape(lease_id)?;
         check_report(&mut report)?;
-        self.store
+        let ack = self
+            .store
             .report_lease(lease_id, &report, self.now(), &self.leases)
             .await
-            .map_err(|e| lease_error(lease_id, e))
+            .map_err(|e| lease_error(lease_id, e))?;
+        self.publish_usage(&report);
+        Ok(ack)
     }
 
     /// `DELETE /internal/v1/leases/{id}` (with the final report).
@@ -177,10 +180,13 @@ impl Service {
     ) -> Result<ReportAck, ApiError> {
         known_shape(lease_id)?;
         check_report(&mut report)?;
-        self.store
+        let ack = self
+            .store
             .release_lease(lease_id, &report, self.now(), &self.leases)
             .await
-            .map_err(|e| lease_error(lease_id, e))
+            .map_err(|e| lease_error(lease_id, e))?;
+        self.publish_usage(&report);
+        Ok(ack)
     }
 
     /// One expiry pass (see the module docs).

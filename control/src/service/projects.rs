@@ -5,7 +5,7 @@ use iron_core::pii::PiiPolicy;
 use iron_core::wire::ControlEvent;
 use serde_json::json;
 
-use super::{Actor, Service, shown};
+use super::{Actor, Service, audit_image, shown};
 use crate::error::ApiError;
 use crate::model::{Budget, Period, Project, new_id, now};
 use crate::validate::Name;
@@ -32,6 +32,8 @@ pub struct ProjectPatch {
     pub allowed_models: Option<Vec<String>>,
     /// `Some(None)` resets to the default policy.
     pub pii: Option<Option<PiiPolicy>>,
+    /// The new RPM/TPM limits (validated).
+    pub rate_limits: Option<iron_core::ratelimit::RateLimits>,
 }
 
 pub(crate) fn usd(m: Option<Money>) -> serde_json::Value {
@@ -90,17 +92,20 @@ impl Service {
             providers,
             allowed_models: req.allowed_models,
             pii: req.pii,
+            rate_limits: iron_core::ratelimit::RateLimits::NONE,
             created_at: t,
             updated_at: t,
         };
         self.store.create_project(&project).await?;
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "project.create",
             &project.id,
             Some(&project.id),
             json!({"name": project.name, "budget_usd": usd(project.budget.limit), "period": project.budget.period}),
+            serde_json::Value::Null,
+            audit_image(&project),
         )
         .await?;
         Ok(project)
@@ -112,6 +117,7 @@ impl Service {
         current: Project,
         patch: ProjectPatch,
     ) -> Result<Project, ApiError> {
+        let before = audit_image(&current);
         let mut p = current;
         let mut changed = Vec::new();
         if let Some(name) = patch.name {
@@ -138,15 +144,21 @@ impl Service {
             p.pii = pii;
             changed.push("pii");
         }
+        if let Some(limits) = patch.rate_limits {
+            p.rate_limits = limits;
+            changed.push("rate_limits");
+        }
         p.updated_at = now();
         self.store.update_project(&p).await?;
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "project.update",
             &p.id,
             Some(&p.id),
-            json!({"name": p.name, "fields": changed, "budget_usd": usd(p.budget.limit), "period": p.budget.period}),
+            json!({"name": p.name, "fields": changed, "budget_usd": usd(p.budget.limit), "period": p.budget.period, "rpm": p.rate_limits.rpm, "tpm": p.rate_limits.tpm}),
+            before,
+            audit_image(&p),
         )
         .await?;
         Ok(p)
@@ -159,6 +171,7 @@ impl Service {
         limit: Option<Money>,
         period: Option<Period>,
     ) -> Result<Project, ApiError> {
+        let before = audit_image(&current);
         let mut p = current;
         p.budget.limit = limit;
         if let Some(period) = period {
@@ -167,12 +180,14 @@ impl Service {
         p.updated_at = now();
         self.store.update_project(&p).await?;
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "project.set_budget",
             &p.id,
             Some(&p.id),
             json!({"budget_usd": usd(p.budget.limit), "period": p.budget.period}),
+            before,
+            audit_image(&p),
         )
         .await?;
         Ok(p)
@@ -192,12 +207,14 @@ impl Service {
             .await?;
         }
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "project.delete",
             &project.id,
             Some(&project.id),
             json!({"name": project.name, "revoked_tokens": revoked.len()}),
+            audit_image(project),
+            serde_json::Value::Null,
         )
         .await?;
         Ok(revoked.len())

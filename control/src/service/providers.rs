@@ -5,7 +5,7 @@ use iron_core::wire::{ControlEvent, ProviderKind};
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{Actor, Service, shown, walk};
+use super::{Actor, Service, audit_image, shown, walk};
 use crate::error::ApiError;
 use crate::model::{Provider, new_id, now};
 use crate::validate::{Name, ProviderKeyInput, check_upstream_url, mask_key};
@@ -64,12 +64,14 @@ impl Service {
         };
         self.store.create_provider(&provider).await?;
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "provider.create",
             &provider.id,
             None,
             json!({"name": provider.name, "kind": provider.kind, "base_url": provider.base_url}),
+            serde_json::Value::Null,
+            audit_image(&provider),
         )
         .await?;
         Ok(provider)
@@ -82,18 +84,21 @@ impl Service {
         current: Provider,
         api_key: ProviderKeyInput,
     ) -> Result<Provider, ApiError> {
+        let before = audit_image(&current);
         let mut p = current;
         p.api_key = self.keyring.seal(api_key.0.as_bytes(), p.id.as_bytes());
         p.key_hint = mask_key(&api_key.0);
         p.updated_at = now();
         self.store.update_provider(&p).await?;
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "provider.rotate_key",
             &p.id,
             None,
             json!({"name": p.name}),
+            before,
+            audit_image(&p),
         )
         .await?;
         Ok(p)
@@ -108,6 +113,7 @@ impl Service {
         models: Option<Vec<String>>,
         priority: Option<i32>,
     ) -> Result<Provider, ApiError> {
+        let before = audit_image(&current);
         let mut p = current;
         if let Some(u) = base_url {
             p.base_url = self.checked_url(u)?;
@@ -121,12 +127,14 @@ impl Service {
         p.updated_at = now();
         self.store.update_provider(&p).await?;
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "provider.update",
             &p.id,
             None,
             json!({"name": p.name, "base_url": p.base_url, "models": p.models, "priority": p.priority}),
+            before,
+            audit_image(&p),
         )
         .await?;
         Ok(p)
@@ -161,12 +169,14 @@ impl Service {
         }
         self.store.delete_provider(&provider.id).await?;
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "provider.delete",
             &provider.id,
             None,
             json!({"name": provider.name}),
+            audit_image(provider),
+            serde_json::Value::Null,
         )
         .await?;
         Ok(())

@@ -79,17 +79,20 @@ impl Service {
             .filter(|k| k.state == SigningKeyState::Active)
             .collect();
         let new = self.new_signing_key().await?;
+        let before = super::audit_image(&old);
         for mut k in old {
             k.state = SigningKeyState::Verify;
             self.store.put_signing_key(&k).await?;
         }
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "signing_key.rotate",
             &new.kid,
             None,
             serde_json::Value::Null,
+            before,
+            super::audit_image(&new),
         )
         .await?;
         Ok(new)
@@ -116,11 +119,20 @@ impl Service {
                 message: "the active signing key cannot be retired; rotate first".into(),
             });
         }
+        let before = super::audit_image(&rec);
         rec.state = SigningKeyState::Retired;
         self.store.put_signing_key(&rec).await?;
         self.emit(ControlEvent::ConfigChanged).await?;
-        self.audit(actor, "signing_key.retire", kid, None, json!({}))
-            .await?;
+        self.audit_change(
+            actor,
+            "signing_key.retire",
+            kid,
+            None,
+            json!({}),
+            before,
+            super::audit_image(&rec),
+        )
+        .await?;
         Ok(rec)
     }
 }

@@ -48,6 +48,7 @@ impl Service {
                     providers: p.providers,
                     allowed_models: p.allowed_models,
                     pii: p.pii,
+                    rate_limits: p.rate_limits,
                 })
                 .collect(),
             providers: specs,

@@ -22,6 +22,8 @@ pub struct MintRequest {
     pub budget: Option<Money>,
     pub period: Option<Period>,
     pub ttl: Duration,
+    /// The token's own RPM/TPM limits (validated), also minted into the token.
+    pub rate_limits: iron_core::ratelimit::RateLimits,
 }
 
 impl Service {
@@ -54,18 +56,21 @@ impl Service {
             created_at: iat,
             expires_at: exp,
             revoked_at: None,
+            rate_limits: req.rate_limits,
         };
         let token = Zeroizing::new(
-            key.mint(&record.id, &project.id, iat, exp)
+            key.mint_with_limits(&record.id, &project.id, iat, exp, req.rate_limits)
                 .map_err(|e| ApiError::Internal(format!("mint: {e}")))?,
         );
         self.store.create_token(&record).await?;
-        self.audit(
+        self.audit_change(
             actor,
             "token.mint",
             &record.id,
             Some(&project.id),
-            json!({"name": record.name, "expires_at": exp, "budget_usd": super::projects::usd(record.budget.limit), "kid": record.kid}),
+            json!({"name": record.name, "expires_at": exp, "budget_usd": super::projects::usd(record.budget.limit), "kid": record.kid, "rpm": record.rate_limits.rpm, "tpm": record.rate_limits.tpm}),
+            serde_json::Value::Null,
+            super::audit_image(&record),
         )
         .await?;
         Ok((record, token))
@@ -83,12 +88,14 @@ impl Service {
                 token_id: token.id.clone(),
             })
             .await?;
-            self.audit(
+            self.audit_change(
                 actor,
                 "token.revoke",
                 &token.id,
                 Some(&token.project_id),
                 json!({"name": token.name}),
+                super::audit_image(token),
+                super::audit_image(&r.token),
             )
             .await?;
         }

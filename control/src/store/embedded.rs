@@ -43,6 +43,8 @@ const API_KEY_HASHES: Index = TableDefinition::new("api_key_hashes");
 const SIGNING_KEYS: Json = TableDefinition::new("signing_keys");
 const META: Json = TableDefinition::new("meta");
 const AUDIT: Json = TableDefinition::new("audit");
+/// Revoked dashboard session id (jti) → its expiry.
+const REVOKED_SESSIONS: TableDefinition<&str, u64> = TableDefinition::new("revoked_sessions");
 const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const PRICES: Json = TableDefinition::new("prices");
@@ -80,10 +82,15 @@ impl From<redb::DatabaseError> for StoreError {
 }
 
 /// The redb-backed store. Cheap to clone.
+/// Most rate-limit counters held in memory (idle ones are dropped first).
+const RATE_COUNTERS_MAX: usize = 200_000;
+
 #[derive(Clone)]
 pub struct EmbeddedStore {
     db: Arc<Database>,
     retain_events: usize,
+    /// Rate-limit windows, in memory only (see [`super`] docs: a restart forgets ≤ 1 min).
+    rate: Arc<std::sync::Mutex<iron_core::ratelimit::WindowMap>>,
 }
 
 impl std::fmt::Debug for EmbeddedStore {
@@ -127,6 +134,7 @@ impl EmbeddedStore {
             }
             w.open_table(PROJECT_TOKENS)?;
             w.open_table(REVOKED)?;
+            w.open_table(REVOKED_SESSIONS)?;
             w.open_table(EVENTS)?;
             w.open_table(COUNTERS)?;
         }
@@ -134,6 +142,9 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             db: Arc::new(db),
             retain_events: retain_events.max(1),
+            rate: Arc::new(std::sync::Mutex::new(
+                iron_core::ratelimit::WindowMap::new(RATE_COUNTERS_MAX),
+            )),
         })
     }
 
@@ -659,6 +670,35 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn revoke_session(&self, jti: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        let jti = jti.to_owned();
+        let now = crate::model::now();
+        self.write(move |w| {
+            let mut t = w.open_table(REVOKED_SESSIONS)?;
+            // Expired entries are refused by the token's own `exp` anyway.
+            t.retain(|_, exp| exp > now)?;
+            t.insert(jti.as_str(), expires_at)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn session_revoked(&self, jti: &str, now: Timestamp) -> Result<bool, StoreError> {
+        let jti = jti.to_owned();
+        self.read(move |r| {
+            Ok(r.open_table(REVOKED_SESSIONS)?
+                .get(jti.as_str())?
+                .is_some_and(|exp| exp.value() > now))
+        })
+        .await
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |r| get_json(&r.open_table(API_KEYS)?, "api key", &id))
+            .await
+    }
+
     async fn append_event(&self, event: &ControlEvent, now: Timestamp) -> Result<u64, StoreError> {
         let event = event.clone();
         let retain = self.retain_events as u64;
@@ -829,5 +869,17 @@ impl Store for EmbeddedStore {
             Ok(out)
         })
         .await
+    }
+
+    async fn rate_take(
+        &self,
+        takes: &[iron_core::ratelimit::RateTake],
+        now_ms: u64,
+    ) -> Result<Vec<iron_core::ratelimit::RateGrant>, StoreError> {
+        let mut map = self
+            .rate
+            .lock()
+            .map_err(|_| StoreError::Backend("rate-limit state poisoned".into()))?;
+        Ok(map.take_all(takes, now_ms))
     }
 }

@@ -44,11 +44,17 @@
 //!   release corrects it to the real spend and returns the rest.
 //! - Tombstones (expired and released leases) and recorded event ids are kept for
 //!   `retain_secs`; after that a report on the lease is a 404.
+//!
+//! Rate limits (RPM/TPM, `docs/decisions/0003-rate-limits.md`): [`Store::rate_take`] keeps
+//! one sliding window of 60 one-second buckets per `(scope, kind)`; the embedded store keeps
+//! them in memory (a restart forgets at most one minute of history), the Redis store in
+//! `iron:{prj_…}:rl:…` hashes with a two-minute TTL, changed by one versioned Lua script.
 
 pub mod embedded;
 mod embedded_ledger;
 pub mod redis;
 pub mod redis_ledger;
+pub mod redis_ratelimit;
 mod rules;
 
 use async_trait::async_trait;
@@ -181,6 +187,16 @@ pub trait Store: Send + Sync + 'static {
         page: &PageRequest,
     ) -> Result<Page<AuditEvent>, StoreError>;
 
+    // --- dashboard sessions -------------------------------------------------------------
+
+    /// Refuses the session `jti` from now on; the entry may be dropped after `expires_at`
+    /// (when the session would have expired anyway).
+    async fn revoke_session(&self, jti: &str, expires_at: Timestamp) -> Result<(), StoreError>;
+    /// Whether `jti` was revoked (and has not expired yet).
+    async fn session_revoked(&self, jti: &str, now: Timestamp) -> Result<bool, StoreError>;
+    /// The API key with this id (sessions re-check that their key still exists).
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
     // --- control events -----------------------------------------------------------------
 
     /// Appends to the event log; returns the new event id (previous + 1). The log keeps the
@@ -260,6 +276,18 @@ pub trait Store: Send + Sync + 'static {
     async fn put_price(&self, price: &PriceOverride) -> Result<(), StoreError>;
     /// Price overrides sorted by model.
     async fn list_prices(&self) -> Result<Vec<PriceOverride>, StoreError>;
+
+    // --- rate limits ---------------------------------------------------------------------
+
+    /// Applies rate-limit takes at `now_ms` (unix ms), one grant per take in order, each
+    /// atomic on its `(scope, kind)` sliding window ([`iron_core::ratelimit::Window::take`]
+    /// is the rule; the Redis store runs the same rule in Lua). Every take names its project
+    /// (checked by the service).
+    async fn rate_take(
+        &self,
+        takes: &[iron_core::ratelimit::RateTake],
+        now_ms: u64,
+    ) -> Result<Vec<iron_core::ratelimit::RateGrant>, StoreError>;
 }
 
 /// Default number of control events kept for `Last-Event-ID` replay.

@@ -15,6 +15,7 @@
 //! | `iron:{g}:apikeys` / `apikey_hashes` | hash / hash | id → JSON; sha256 → id |
 //! | `iron:{g}:signing_keys`, `meta`, `prices` | hash | kid / key / model → value |
 //! | `iron:{g}:audit` | stream | `json` field, capped (~100k) |
+//! | `iron:{g}:session_revoked:<jti>` | string | revoked dashboard session, expires with it |
 //! | `iron:{g}:events` / `event_seq` | zset / string | `"<id>\n<time>\n<json>"` by id; counter |
 //! | `iron:{g}:leases` | hash | lease id → `"<project id> <token id>"` |
 //!
@@ -46,6 +47,8 @@ use crate::model::{
 
 /// Entries kept in the audit stream (approximate trim).
 const AUDIT_MAXLEN: usize = 100_000;
+/// How far before `since` a time-filtered usage scan starts (proxy/Redis clock skew).
+const USAGE_CLOCK_SLACK_MS: u64 = 10 * 60_000;
 /// Audit entries examined per listing call when a filter matches rarely.
 const AUDIT_SCAN_BUDGET: usize = 10_000;
 
@@ -960,6 +963,32 @@ impl Store for RedisStore {
         }
     }
 
+    async fn revoke_session(&self, jti: &str, expires_at: Timestamp) -> Result<(), StoreError> {
+        if expires_at <= crate::model::now() {
+            return Ok(());
+        }
+        let _: () = redis::cmd("SET")
+            .arg(g(&format!("session_revoked:{jti}")))
+            .arg(1)
+            .arg("EXAT")
+            .arg(expires_at)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(())
+    }
+
+    async fn session_revoked(&self, jti: &str, _now: Timestamp) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .exists(g(&format!("session_revoked:{jti}")))
+            .await?)
+    }
+
+    async fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let v: Option<Vec<u8>> = self.conn().hget(g("apikeys"), id).await?;
+        v.map(|v| decode("api key", &v)).transpose()
+    }
+
     async fn append_event(&self, event: &ControlEvent, now: Timestamp) -> Result<u64, StoreError> {
         let json = utf8(encode(event)?)?;
         Ok(self
@@ -1175,7 +1204,12 @@ impl Store for RedisStore {
             let mut start = match &cursor {
                 Some((cp, _)) if prj.as_str() < cp.as_str() => continue,
                 Some((cp, sid)) if prj == *cp => format!("({sid}"),
-                _ => "-".to_owned(),
+                // Entry ids are the time Redis appended the event, which is after the
+                // proxy's `at_ms`; the slack covers clock skew between proxy and Redis.
+                _ => match filter.since_ms {
+                    Some(since) => since.saturating_sub(USAGE_CLOCK_SLACK_MS).to_string(),
+                    None => "-".to_owned(),
+                },
             };
             loop {
                 let rows: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
@@ -1235,6 +1269,14 @@ impl Store for RedisStore {
         let mut all: Vec<PriceOverride> = self.hash_records(&g("prices"), "price").await?;
         all.sort_by(|a, b| a.model.cmp(&b.model));
         Ok(all)
+    }
+
+    async fn rate_take(
+        &self,
+        takes: &[iron_core::ratelimit::RateTake],
+        now_ms: u64,
+    ) -> Result<Vec<iron_core::ratelimit::RateGrant>, StoreError> {
+        super::redis_ratelimit::rate_take(&mut self.conn(), takes, now_ms).await
     }
 }
 

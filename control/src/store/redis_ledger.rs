@@ -625,6 +625,7 @@ mod tests {
                 status: 200,
                 cut_off: false,
                 at_ms: 5,
+                overhead_us: Some(120),
             }],
         };
         let calls = [

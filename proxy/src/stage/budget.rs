@@ -42,7 +42,10 @@ pub async fn admit(
     let price = *prices
         .price_for(model, None)
         .map_err(|e| ProxyError::new(ErrorCode::UnknownModelPrice, e.to_string()))?;
-    let input_tokens = if shared.features.metering {
+    // The ratelimit stage may have counted the prompt already (TPM limits).
+    let input_tokens = if ctx.estimated_input_tokens > 0 {
+        ctx.estimated_input_tokens
+    } else if shared.features.metering {
         Meter::global().estimate_prompt(json)
     } else {
         Meter::estimate_prompt_fast(json)

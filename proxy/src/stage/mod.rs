@@ -3,18 +3,20 @@
 //! 1. [`auth`] — IC token → claims + project (401)
 //! 2. [`route`] — path + model → deployments (403/404)
 //! 3. [`read`] — whole body, size limit, JSON (413/400)
-//! 4. [`budget`] — admit against the local lease (402)
-//! 5. [`redact`] — PII policy on the request (400 on block)
-//! 6. [`rewrite`] — credential swap, header hygiene, forced usage reporting
-//! 7. [`upstream`] — connect through the breaker, send, await the response head
-//! 8. [`stream`] — relay the answer event by event (meter, redact, cut off)
-//! 9. [`settle`] — reconcile usage, record the outcome
+//! 4. [`ratelimit`] — RPM/TPM of the token and project from local slices (429)
+//! 5. [`budget`] — admit against the local lease (402)
+//! 6. [`redact`] — PII policy on the request (400 on block)
+//! 7. [`rewrite`] — credential swap, header hygiene, forced usage reporting
+//! 8. [`upstream`] — connect through the breaker, send, await the response head
+//! 9. [`stream`] — relay the answer event by event (meter, redact, cut off)
+//! 10. [`settle`] — reconcile usage, record the outcome
 //!
-//! Stages 1–6 finish before any byte goes upstream. The order lives here (the [`Stage`]
+//! Stages 1–7 finish before any byte goes upstream. The order lives here (the [`Stage`]
 //! enum) and in `docs/request-lifecycle.md`; `proxy.rs` runs them.
 
 pub mod auth;
 pub mod budget;
+pub mod ratelimit;
 pub mod read;
 pub mod redact;
 pub mod rewrite;
@@ -29,6 +31,7 @@ pub enum Stage {
     Auth,
     Route,
     Read,
+    RateLimit,
     Budget,
     Redact,
     Rewrite,
@@ -38,10 +41,11 @@ pub enum Stage {
 }
 
 impl Stage {
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 10] = [
         Stage::Auth,
         Stage::Route,
         Stage::Read,
+        Stage::RateLimit,
         Stage::Budget,
         Stage::Redact,
         Stage::Rewrite,
@@ -56,6 +60,7 @@ impl Stage {
             Stage::Auth => "iron.auth",
             Stage::Route => "iron.route",
             Stage::Read => "iron.read",
+            Stage::RateLimit => "iron.ratelimit",
             Stage::Budget => "iron.budget",
             Stage::Redact => "iron.redact",
             Stage::Rewrite => "iron.rewrite",
@@ -70,6 +75,7 @@ impl Stage {
             Stage::Auth => "auth",
             Stage::Route => "route",
             Stage::Read => "read",
+            Stage::RateLimit => "ratelimit",
             Stage::Budget => "budget",
             Stage::Redact => "redact",
             Stage::Rewrite => "rewrite",

@@ -2,8 +2,14 @@
 //!
 //! A declared `Content-Length` above `max_request_bytes` is refused without reading; chunked
 //! bodies are refused as soon as they cross the limit (413 `request_too_large`). The body is
-//! never truncated. JSON routes are parsed once here (400 `invalid_json`), and the fields
-//! later stages need (`model`, `stream`, `stream_options.include_usage`) are extracted.
+//! never truncated. The whole body must arrive within `body_read_timeout` (408
+//! `request_timeout`: a client trickling its body byte by byte cannot hold the request
+//! open). JSON routes are parsed once here (400 `invalid_json`), after a linear pre-scan that
+//! refuses nesting deeper than `max_json_depth` (default 64), so the recursive walkers of
+//! later stages (PII, metering) never see deep input; the fields later stages need
+//! (`model`, `stream`, `stream_options.include_usage`) are extracted.
+
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use iron_core::ErrorCode;
@@ -33,8 +39,25 @@ fn too_large(limit: usize) -> ProxyError {
     )
 }
 
-/// Reads the whole body (at most `limit` bytes).
-pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, ProxyError> {
+/// Reads the whole body (at most `limit` bytes, within `timeout`).
+pub async fn read_body(
+    session: &mut Session,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, ProxyError> {
+    match tokio::time::timeout(timeout, read_body_inner(session, limit)).await {
+        Ok(r) => r,
+        Err(_) => Err(ProxyError::new(
+            ErrorCode::RequestTimeout,
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )),
+    }
+}
+
+async fn read_body_inner(session: &mut Session, limit: usize) -> Result<Bytes, ProxyError> {
     let declared = session
         .req_header()
         .headers
@@ -65,8 +88,53 @@ pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, Pro
     Ok(buf.freeze())
 }
 
-/// Parses the body of an inspected route.
+/// Default of `server.max_json_depth`.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+
+/// True when objects/arrays in `json` nest at most `max` levels deep (stops at the first
+/// level too deep). A byte scan that skips string contents (escapes included); it does not
+/// validate, the parser does that next.
+pub fn depth_within(json: &[u8], max: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in json {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return false;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Parses the body of an inspected route with the default depth limit.
 pub fn parse(raw: Bytes, route: ApiRoute) -> Result<RequestBody, ProxyError> {
+    parse_limited(raw, route, DEFAULT_MAX_JSON_DEPTH)
+}
+
+/// Parses the body of an inspected route (nesting at most `max_depth` levels).
+pub fn parse_limited(
+    raw: Bytes,
+    route: ApiRoute,
+    max_depth: usize,
+) -> Result<RequestBody, ProxyError> {
     if !route.inspects_body() {
         return Ok(RequestBody {
             raw,
@@ -75,6 +143,12 @@ pub fn parse(raw: Bytes, route: ApiRoute) -> Result<RequestBody, ProxyError> {
             stream: false,
             include_usage: false,
         });
+    }
+    if !depth_within(&raw, max_depth) {
+        return Err(ProxyError::new(
+            ErrorCode::InvalidJson,
+            format!("request body nests JSON deeper than {max_depth} levels"),
+        ));
     }
     let json: Value = serde_json::from_slice(&raw).map_err(|e| {
         ProxyError::new(
@@ -115,4 +189,23 @@ pub fn parse(raw: Bytes, route: ApiRoute) -> Result<RequestBody, ProxyError> {
         stream,
         include_usage,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depth_scan() {
+        assert!(depth_within(br#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(!depth_within(br#"{"a":[1,{"b":2}]}"#, 2));
+        // Brackets inside strings (with escaped quotes) do not count.
+        assert!(depth_within(br#"{"a":"[[[[\"{{{{"}"#, 1));
+        let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
+        assert!(!depth_within(deep.as_bytes(), 64));
+        assert!(depth_within(deep.as_bytes(), 65));
+        // Far beyond serde_json's own recursion limit: refused by the scan, no recursion.
+        let very_deep = "[".repeat(1_000_000);
+        assert!(!depth_within(very_deep.as_bytes(), 64));
+    }
 }

@@ -67,6 +67,7 @@ pub enum Ending {
 
 /// Runs the stage: settles the reservation and queues the usage event.
 pub fn settle(shared: &Shared, ctx: &mut RequestCtx, ending: Ending) {
+    crate::stage::ratelimit::settle(shared, ctx);
     let Some(reservation) = ctx.reservation.take() else {
         return;
     };
@@ -124,6 +125,12 @@ pub fn settle(shared: &Shared, ctx: &mut RequestCtx, ending: Ending) {
         at_ms: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64),
+        overhead_us: Some(
+            ctx.started
+                .elapsed()
+                .saturating_sub(ctx.upstream_wait)
+                .as_micros() as u64,
+        ),
     };
     reservation.settle(cost, Some(event));
 }

@@ -79,6 +79,14 @@ fn response_head(
     Ok(head)
 }
 
+/// Iron's `x-ratelimit-*` headers (ratelimit stage) replace the provider's, which describe
+/// Iron's own provider key rather than the agent's limits.
+fn add_rate_headers(head: &mut ResponseHeader, ctx: &RequestCtx) {
+    for (name, value) in &ctx.rate_headers {
+        let _ = head.insert_header(*name, value.as_str());
+    }
+}
+
 fn is_event_stream(up: &ResponseHeader) -> bool {
     up.headers
         .get(header::CONTENT_TYPE)
@@ -422,7 +430,8 @@ pub async fn relay(
     let h1_downstream = !session.as_downstream().is_http2();
 
     if up_head.status.is_success() && is_event_stream(&up_head) {
-        let head = response_head(&up_head, None, h1_downstream).map_err(internal)?;
+        let mut head = response_head(&up_head, None, h1_downstream).map_err(internal)?;
+        add_rate_headers(&mut head, ctx);
         if session
             .write_response_header(Box::new(head), false)
             .await
@@ -548,7 +557,8 @@ pub async fn relay(
     } else {
         body = scrub(body, dep.api_key.as_str());
     }
-    let head = response_head(&up_head, Some(body.len()), false).map_err(internal)?;
+    let mut head = response_head(&up_head, Some(body.len()), false).map_err(internal)?;
+    add_rate_headers(&mut head, ctx);
     if session
         .write_response_header(Box::new(head), body.is_empty())
         .await

@@ -21,7 +21,7 @@ use pingora_http::RequestHeader;
 use tokio::time::Instant;
 
 use crate::breaker::{Admission, Breakers, Outcome};
-use crate::client::{Net, peer};
+use crate::client::{AddrError, Net, peer};
 use crate::error::ProxyError;
 use crate::state::Deployment;
 
@@ -208,14 +208,21 @@ async fn attempt(
     head: RequestHeader,
     body: Bytes,
 ) -> Result<(HttpSession, HttpPeer), AttemptError> {
+    // Resolve + SSRF guard (connect-time check on the resolved address, crate::guard).
     let addr = net
-        .resolver
-        .resolve(&dep.endpoint.host, dep.endpoint.port)
+        .upstream_addr(&dep.endpoint)
         .await
-        .map_err(|_| AttemptError {
+        .map_err(|e| AttemptError {
             err: ProxyError::new(
                 ErrorCode::UpstreamError,
-                format!("cannot resolve the host of provider `{}`", dep.name),
+                match e {
+                    AddrError::Resolve(_) => {
+                        format!("cannot resolve the host of provider `{}`", dep.name)
+                    }
+                    AddrError::Refused(r) => {
+                        format!("provider `{}` is not allowed: {}", dep.name, r.reason())
+                    }
+                },
             ),
             retryable: true,
         })?;

@@ -38,6 +38,8 @@ pub struct Options<'a> {
     pub upstream: &'a str,
     /// Add a second OpenAI-family deployment (lower priority) on its own mock.
     pub fallback: bool,
+    /// Extra lines for `[security]`.
+    pub security: &'a str,
 }
 
 impl Harness {
@@ -87,6 +89,11 @@ shutdown_grace_secs = 0
 [upstream]
 {upstream_extra}
 
+# The mock upstream is on loopback (refused without this).
+[security]
+allow_private_upstreams = true
+{security_extra}
+
 [auth]
 public_keys = [{{ kid = "{kid}", alg = "EdDSA", x = "{x}" }}]
 
@@ -127,6 +134,7 @@ api_key_env = "MOCK_ANTHROPIC_KEY"
 "#,
             kid = pk.kid,
             x = pk.x,
+            security_extra = opts.security,
         );
         let env: BTreeMap<String, String> = [
             ("MOCK_OPENAI_KEY".to_owned(), OPENAI_KEY.to_owned()),
