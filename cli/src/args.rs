@@ -228,6 +228,23 @@ pub enum ProjectCmd {
         #[arg(long, conflicts_with_all = ["types", "action"])]
         reset: bool,
     },
+    /// Set a project's rate limits (requests / tokens per minute; the stricter of the
+    /// project's and the token's own applies).
+    ///
+    /// `iron project set-limits demo --rpm 600 --tpm 100000` · `iron project set-limits demo --clear`
+    #[command(group(clap::ArgGroup::new("limits").required(true).multiple(true).args(["rpm", "tpm", "clear"])))]
+    SetLimits {
+        name: String,
+        /// Requests per minute (1 or more).
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// Tokens (input + output) per minute (1 or more).
+        #[arg(long)]
+        tpm: Option<u64>,
+        /// Remove the limits not given with --rpm/--tpm (alone: remove both).
+        #[arg(long)]
+        clear: bool,
+    },
     /// Delete a project (its tokens are revoked).
     Delete { name: String },
 }
@@ -246,6 +263,12 @@ pub enum TokenCmd {
         /// Lifetime such as 30m, 12h, 7d (default 30d).
         #[arg(long)]
         ttl: Option<String>,
+        /// The token's own requests-per-minute limit (carried in the token).
+        #[arg(long)]
+        rpm: Option<u64>,
+        /// The token's own tokens-per-minute limit (carried in the token).
+        #[arg(long)]
+        tpm: Option<u64>,
     },
     /// List tokens (metadata only).
     List {

@@ -159,6 +159,7 @@ const PROJECT_FIELDS: &[(&str, &str)] = &[
     ("period", "period"),
     ("providers", "providers"),
     ("allowed models", "allowed_models"),
+    ("rate limits", "rate_limits"),
     ("created", "created_at"),
 ];
 
@@ -218,6 +219,27 @@ pub async fn project(c: &Client, out: OutputFormat, cmd: ProjectCmd) -> Result<(
                     print(&s);
                 }
             }
+        }
+        ProjectCmd::SetLimits {
+            name,
+            rpm,
+            tpm,
+            clear,
+        } => {
+            let mut limits = serde_json::Map::new();
+            for (key, value) in [("rpm", rpm), ("tpm", tpm)] {
+                if value.is_some() || clear {
+                    limits.insert(key.into(), json!(value));
+                }
+            }
+            let v = c
+                .json(
+                    Method::PATCH,
+                    &format!("/v1/projects/{}", enc(&name)),
+                    Some(&json!({"rate_limits": limits})),
+                )
+                .await?;
+            emit_one(out, &v, PROJECT_FIELDS);
         }
         ProjectCmd::SetBudget {
             name,
@@ -341,8 +363,13 @@ pub async fn token(c: &Client, out: OutputFormat, cmd: TokenCmd) -> Result<(), C
             name,
             budget_usd,
             ttl,
+            rpm,
+            tpm,
         } => {
             let mut body = json!({});
+            if rpm.is_some() || tpm.is_some() {
+                body["rate_limits"] = json!({"rpm": rpm, "tpm": tpm});
+            }
             if let Some(n) = name {
                 body["name"] = json!(n);
             }

@@ -516,3 +516,78 @@ async fn errors_have_exit_codes_and_helpful_messages() {
     assert_eq!(o.code, 1);
     assert!(o.stderr.contains("cannot reach Iron control"), "{o:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_exports_to_stdout_as_json_or_csv() {
+    let c = control().await;
+    for name in ["alpha", "beta", "gamma"] {
+        ok(&iron(&c, &["project", "create", name]).await);
+    }
+    ok(&iron(
+        &c,
+        &[
+            "pricing",
+            "set",
+            "=cmd|calc",
+            "--input-per-mtok",
+            "1",
+            "--output-per-mtok",
+            "2",
+        ],
+    )
+    .await);
+
+    // JSON: every matching event, newest first, with before/after images.
+    let o = iron(
+        &c,
+        &[
+            "audit",
+            "--since",
+            "1h",
+            "--action",
+            "project.create",
+            "--format",
+            "json",
+        ],
+    )
+    .await;
+    ok(&o);
+    let v = o.json();
+    let names: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["after"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gamma", "beta", "alpha"]);
+    assert!(v[0]["before"].is_null());
+
+    // CSV: header + one row per event; formula-like cells are defused.
+    let o = iron(&c, &["audit", "--since", "7d", "--format", "csv"]).await;
+    ok(&o);
+    let lines: Vec<&str> = o.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        "id,time,actor,action,target,project,request_id,source_ip,details,before,after"
+    );
+    assert_eq!(
+        lines.iter().filter(|l| l.contains(",project.create,")).count(),
+        3
+    );
+    let price = lines.iter().find(|l| l.contains(",pricing.set,")).unwrap();
+    assert!(price.contains(",'=cmd|calc,"), "{price}");
+
+    // --until before everything: an empty export; bad input: exit 1 or 2 with a message.
+    let o = iron(
+        &c,
+        &["audit", "--until", "2000-01-01T00:00:00Z", "--format", "json"],
+    )
+    .await;
+    ok(&o);
+    assert_eq!(o.json(), serde_json::json!([]));
+    let o = iron(&c, &["audit", "--since", "yesterday", "--format", "csv"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("since"), "{o:?}");
+    let o = iron(&c, &["audit", "--format", "xml"]).await;
+    assert_eq!(o.code, 2, "{o:?}");
+}

@@ -243,6 +243,8 @@ fn expected_for_project_key(method: &str, template: &str) -> u16 {
         // Sign-in ignores the header and wants `api_key` in the body.
         ("POST", "/v1/session") => 400,
         ("GET", "/v1/projects" | "/v1/tokens" | "/v1/usage" | "/v1/pricing") => 200,
+        // Scoped to the key's own project.
+        ("GET", "/v1/stats/overview" | "/v1/stats/usage") => 200,
         _ => panic!("no expectation for project keys on {method} {template}: add one"),
     }
 }

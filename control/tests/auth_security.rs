@@ -68,7 +68,7 @@ async fn start(config: &Path, master: &str, admin: &str) -> Server {
 async fn start_embedded(dir: &Path, security: &str) -> Server {
     let config = write_config(dir, &embedded(dir), security);
     let master = MasterKey::generate().to_base64().to_string();
-    start(&config, &master, &generate_api_key().to_string()).await
+    start(&config, &master, generate_api_key().as_ref()).await
 }
 
 /// A client whose connections come from `local` (any 127/8 address reaches the server).
@@ -478,9 +478,12 @@ async fn failed_keys_are_limited_per_source_and_prefix() {
     )
     .await;
     assert_eq!(r.status, 201, "{r:?}");
-    let a = s
-        .admin(Method::GET, "/v1/audit?action=project.create&limit=1", None)
-        .await;
+    let a = send(
+        good.get(s.url("/v1/audit?action=project.create&limit=1"))
+            .bearer_auth(&s.admin),
+    )
+    .await
+    .json();
     assert_eq!(a["data"][0]["source_ip"], "10.9.9.8", "{a}");
     // An untrusted peer cannot pick its address with the header.
     let r = send(

@@ -285,3 +285,35 @@ async fn dashboard_event_stream_carries_usage_ticks() {
     }
     assert!(!internal_seen.contains("usage"), "{internal_seen}");
 }
+
+#[tokio::test]
+async fn proxies_breaker_reports_show_in_the_provider_listing() {
+    let h = harness_with_dashboard(None).await;
+    let p = h
+        .admin(
+            "POST",
+            "/v1/providers",
+            Some(json!({"name": "up", "kind": "openai", "base_url": "https://api.openai.com",
+                "api_key": "sk-breaker-test-key-123456"})),
+        )
+        .await;
+    let id = p["id"].as_str().unwrap();
+    assert_eq!(p["breakers"], json!([]));
+    let report = json!({"breakers": [{"deployment": id, "state": "open"}]});
+    let path = "/internal/v1/proxies/px-east-1/breakers";
+    assert_eq!(h.call("PUT", path, Some(&h.admin), Some(report.clone())).await.status, 401);
+    let r = h.call("PUT", path, Some(PROXY_SECRET), Some(report)).await;
+    assert_eq!(r.status, 204, "{r:?}");
+    let bad = json!({"breakers": [{"deployment": id, "state": "melted"}]});
+    assert_eq!(h.call("PUT", path, Some(PROXY_SECRET), Some(bad)).await.status, 400);
+    let bad_id = "/internal/v1/proxies/px%20east/breakers";
+    let r = h.call("PUT", bad_id, Some(PROXY_SECRET), Some(json!({"breakers": []}))).await;
+    assert_eq!(r.status, 400, "{r:?}");
+
+    let listed = h.admin("GET", "/v1/providers", None).await;
+    let b = &listed["data"][0]["breakers"];
+    assert_eq!(b.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!((b[0]["proxy"].as_str(), b[0]["state"].as_str()), (Some("px-east-1"), Some("open")));
+    let one = h.admin("GET", &format!("/v1/providers/{id}"), None).await;
+    assert_eq!(one["breakers"][0]["state"], "open");
+}

@@ -41,11 +41,11 @@ async fn admits_to_the_limit_then_denies(s: &dyn Store) {
     let g = one(s, t(), T0 + 600).await;
     assert_eq!(g.granted, 0);
     assert_eq!(g.remaining, 0);
-    // The bucket of second 1_800_000_000 ages out at 1_800_000_060 s.
-    assert_eq!(g.retry_after_ms, 1_800_000_060_000 - (T0 + 600));
+    // The bucket of second 1_800_000_000 ages out at 1_800_000_061 s (61 buckets counted).
+    assert_eq!(g.retry_after_ms, 1_800_000_061_000 - (T0 + 600));
     assert_eq!(g.reset_ms, g.retry_after_ms);
-    assert_eq!(one(s, t(), 1_800_000_059_999).await.granted, 0);
-    assert_eq!(one(s, t(), 1_800_000_060_000).await.granted, 1);
+    assert_eq!(one(s, t(), 1_800_000_060_999).await.granted, 0);
+    assert_eq!(one(s, t(), 1_800_000_061_000).await.granted, 1);
     // Other scopes and kinds are separate counters.
     assert_eq!(
         one(s, take("token:tok_B", RateKind::Requests, 5, 5), T0).await.granted,
@@ -71,7 +71,7 @@ async fn partial_grants_min_and_force(s: &dyn Store) {
     need.min = 50;
     let g = one(s, need.clone(), T0 + 2000).await;
     assert_eq!(g.granted, 0);
-    assert_eq!(g.retry_after_ms, 1_800_000_060_000 - (T0 + 2000));
+    assert_eq!(g.retry_after_ms, 1_800_000_061_000 - (T0 + 2000));
     // A forced charge (output tokens) always lands and may overdraw.
     let mut force = t.clone();
     force.want = 400;
@@ -79,14 +79,14 @@ async fn partial_grants_min_and_force(s: &dyn Store) {
     let g = one(s, force, T0 + 2000).await;
     assert_eq!((g.granted, g.remaining, g.retry_after_ms), (400, 0, 0));
     // 700 + 300 + 400 = 1400 counted; once the 700 ages out, 300 + 400 remain counted.
-    let g = one(s, need, 1_800_000_060_500).await;
+    let g = one(s, need, 1_800_000_061_500).await;
     assert_eq!((g.granted, g.remaining), (50, 250));
     // A need above the limit never fits: retry after a whole window.
     let mut huge = t;
     huge.want = 5000;
     huge.min = 5000;
     let g = one(s, huge, T0).await;
-    assert_eq!((g.granted, g.retry_after_ms), (0, 60_000));
+    assert_eq!((g.granted, g.retry_after_ms), (0, 61_000));
 }
 
 async fn batches_answer_in_order(s: &dyn Store) {

@@ -8,19 +8,25 @@
 //! [`RateGrant`] computed by [`Window::take`] — or, in the Redis store, by the Lua function
 //! that implements the same rule.
 //!
-//! **The rule.** A counter is a window of 60 one-second buckets. At time `now` (ms), the
-//! window holds the buckets of seconds `now_s − 59 ..= now_s`. A take of `want` units with
-//! minimum `min` is granted `min(want, limit − used)` when `limit − used ≥ min`, else
-//! nothing, and the grant is added to the bucket of `now_s`. So any 60 consecutive whole
-//! seconds never hold more than `limit` granted units (forced charges aside: those record
-//! usage that already happened, e.g. output tokens, and may overdraw).
+//! **The rule.** A counter is a sliding window of one-second buckets. At time `now` (ms),
+//! the window holds the bucket of the current second and of the 60 whole seconds before it
+//! (`now_s − 60 ..= now_s`, [`BUCKETS`] = 61). A take of `want` units with minimum `min` is
+//! granted `min(want, limit − used)` when `limit − used ≥ min`, else nothing, and the grant
+//! is added to the bucket of `now_s`. So any 61 consecutive buckets — hence any real
+//! interval of 60 s, which touches at most 61 buckets — never hold more than `limit`
+//! granted units (forced charges aside: those record usage that already happened, e.g.
+//! output tokens, and may overdraw). Counting the partial current second on top of 60 full
+//! ones costs at most one second of throughput per minute (≈ 1.6 %) and removes the
+//! up-to-2× burst a 60-bucket window allows across a bucket boundary.
 
 use serde::{Deserialize, Serialize};
 
-/// Buckets per window (one per second).
+/// The window length the limits are expressed in (per minute).
 pub const WINDOW_SECS: u64 = 60;
+/// One-second buckets counted at any time: the current second plus the 60 before it.
+pub const BUCKETS: u64 = WINDOW_SECS + 1;
 /// Longest a denied take waits (the whole window).
-pub const MAX_RETRY_MS: u64 = WINDOW_SECS * 1000;
+pub const MAX_RETRY_MS: u64 = BUCKETS * 1000;
 /// Largest limit accepted (keeps every sum exact in Lua doubles).
 pub const MAX_LIMIT: u64 = 1_000_000_000_000;
 
@@ -155,17 +161,17 @@ pub struct RateTakeResponse {
     pub grants: Vec<RateGrant>,
 }
 
-/// A sliding window of [`WINDOW_SECS`] one-second buckets (ring indexed by second).
+/// A sliding window of [`BUCKETS`] one-second buckets (ring indexed by second).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Window {
     /// `(second, count)`; a slot whose second is outside the window counts as empty.
-    buckets: [(u64, u64); WINDOW_SECS as usize],
+    buckets: [(u64, u64); BUCKETS as usize],
 }
 
 impl Default for Window {
     fn default() -> Self {
         Window {
-            buckets: [(0, 0); WINDOW_SECS as usize],
+            buckets: [(0, 0); BUCKETS as usize],
         }
     }
 }
@@ -179,7 +185,7 @@ impl Window {
         self.buckets
             .iter()
             .copied()
-            .filter(move |&(s, c)| c > 0 && s <= now_s && s + WINDOW_SECS > now_s)
+            .filter(move |&(s, c)| c > 0 && s <= now_s && s + BUCKETS > now_s)
     }
 
     /// Units counted in the window at `now_ms`.
@@ -205,7 +211,7 @@ impl Window {
             if room >= need { want.min(room) } else { 0 }
         };
         if granted > 0 {
-            let slot = &mut self.buckets[(now_s % WINDOW_SECS) as usize];
+            let slot = &mut self.buckets[(now_s % BUCKETS) as usize];
             if slot.0 != now_s {
                 *slot = (now_s, 0);
             }
@@ -237,7 +243,7 @@ impl Window {
         for (s, c) in live {
             left = left.saturating_sub(c);
             if left.saturating_add(need) <= limit {
-                return ((s + WINDOW_SECS) * 1000).saturating_sub(now_ms).max(1);
+                return ((s + BUCKETS) * 1000).saturating_sub(now_ms).max(1);
             }
         }
         1
@@ -247,7 +253,7 @@ impl Window {
     pub fn reset_ms(&self, now_ms: u64) -> u64 {
         let now_s = now_ms / 1000;
         self.live(now_s)
-            .map(|(s, _)| ((s + WINDOW_SECS) * 1000).saturating_sub(now_ms))
+            .map(|(s, _)| ((s + BUCKETS) * 1000).saturating_sub(now_ms))
             .max()
             .unwrap_or(0)
     }
@@ -339,12 +345,12 @@ mod tests {
         }
         let g = w.take(t0 + 600, 5, 1, 1, false);
         assert_eq!(g.granted, 0);
-        // All five landed in the bucket of second 10000, which ages out at 10060 s.
-        assert_eq!(g.retry_after_ms, 10_060_000 - (t0 + 600));
+        // All five landed in the bucket of second 10000, which ages out at 10061 s.
+        assert_eq!(g.retry_after_ms, 10_061_000 - (t0 + 600));
         assert!(g.reset_ms >= g.retry_after_ms);
         // Still denied one ms before, admitted right at the boundary.
-        assert_eq!(w.take(10_059_999, 5, 1, 1, false).granted, 0);
-        let g = w.take(10_060_000, 5, 5, 1, false);
+        assert_eq!(w.take(10_060_999, 5, 1, 1, false).granted, 0);
+        let g = w.take(10_061_000, 5, 5, 1, false);
         assert_eq!((g.granted, g.remaining), (5, 0));
     }
 
@@ -356,13 +362,13 @@ mod tests {
         let mut w = Window::new();
         w.take(0, 100, 70, 1, false);
         let g = w.take(0, 100, 50, 40, false);
-        assert_eq!((g.granted, g.retry_after_ms), (0, 60_000));
+        assert_eq!((g.granted, g.retry_after_ms), (0, 61_000));
         let g = w.take(1500, 100, 500, 1, true);
         assert_eq!((g.granted, g.remaining), (500, 0));
         assert_eq!(w.used(1500), 570);
         // A need larger than the limit never fits.
         assert_eq!(Window::new().take(0, 10, 11, 11, false).retry_after_ms, MAX_RETRY_MS);
-        assert!(w.is_idle(61_000 + 1000));
+        assert!(w.is_idle(62_000 + 1000));
     }
 
     #[test]
@@ -408,13 +414,14 @@ mod tests {
         assert_eq!(m.take(&take("project:a"), 1000).granted, 1);
         assert_eq!(m.take(&take("project:a"), 1000).granted, 0);
         // A minute later the old counters are idle and make room.
-        assert_eq!(m.take(&take("project:c"), 61_000).granted, 1);
+        assert_eq!(m.take(&take("project:c"), 62_000).granted, 1);
         assert_eq!(m.len(), 1);
     }
 
     proptest! {
-        /// For any arrival sequence (gaps, sizes, minimums), the units granted in any 60
-        /// consecutive whole seconds never exceed the limit, and a grant never exceeds `want`.
+        /// For any arrival sequence (gaps, sizes, minimums), the units granted in any 61
+        /// consecutive one-second buckets (so in any real 60 s interval) never exceed the
+        /// limit, and a grant never exceeds `want`.
         #[test]
         fn never_more_than_limit_in_any_window(
             limit in 1u64..50,
@@ -437,7 +444,7 @@ mod tests {
             let first = *per_second.keys().next().unwrap_or(&0);
             let last = *per_second.keys().last().unwrap_or(&0);
             for start in first..=last {
-                let sum: u64 = per_second.range(start..start + WINDOW_SECS).map(|(_, c)| c).sum();
+                let sum: u64 = per_second.range(start..start + BUCKETS).map(|(_, c)| c).sum();
                 prop_assert!(sum <= limit, "window at {start}: {sum} > {limit}");
             }
         }

@@ -138,6 +138,24 @@ pub enum ControlEvent {
     ConfigChanged,
 }
 
+/// A proxy's circuit breakers, `PUT /internal/v1/proxies/{proxy id}/breakers` (sent on
+/// every change and every few seconds; control shows them in the provider listing).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerReport {
+    pub breakers: Vec<BreakerStatus>,
+}
+
+/// One deployment's breaker on one proxy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerStatus {
+    /// Provider (deployment) id.
+    pub deployment: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+}
+
 /// Glob match for model patterns: `*` matches any run of characters; everything else is
 /// literal. `gpt-4o*` matches `gpt-4o-mini`.
 pub fn glob_match(pattern: &str, text: &str) -> bool {

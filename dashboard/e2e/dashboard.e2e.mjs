@@ -51,7 +51,25 @@ function watchConsole(page, label) {
   page.on('pageerror', (err) => consoleProblems.push(`[${label}] pageerror: ${err.message}`))
 }
 
+/** Every form control has a label and every button an accessible name. */
+async function a11y(page, name) {
+  const bad = await page.evaluate(() => {
+    const out = []
+    for (const el of document.querySelectorAll('input, select, textarea')) {
+      if (el.type === 'hidden') continue
+      if (el.labels?.length === 0 && !el.getAttribute('aria-label') && !el.getAttribute('aria-labelledby'))
+        out.push(`unlabelled ${el.tagName.toLowerCase()}#${el.id}`)
+    }
+    for (const b of document.querySelectorAll('button, a[href]')) {
+      if (!(b.textContent ?? '').trim() && !b.getAttribute('aria-label')) out.push(`nameless ${b.outerHTML.slice(0, 80)}`)
+    }
+    return out
+  })
+  check(bad.length === 0, `${name}: labelled inputs and named buttons ${bad.length ? JSON.stringify(bad) : ''}`)
+}
+
 async function shot(page, name) {
+  await a11y(page, name)
   await page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true })
 }
 
@@ -236,6 +254,11 @@ async function main() {
     await tid(vpage, 'nav-providers').click()
     await vpage.waitForSelector('[data-testid="providers-table"], .empty', { timeout: STEP_MS })
     check((await vpage.locator('[data-testid^="rotate-"], [data-testid^="delete-provider-"], [data-testid="add-provider"]').count()) === 0, 'viewer: no provider actions')
+    // Deep link (history URL served as index.html), read-only detail.
+    await vpage.goto(`${IRON_URL}/projects/${projectId}`)
+    await tid(vpage, `budget-bar-${projectId}`).waitFor({ timeout: STEP_MS })
+    check(Number(await tid(vpage, `budget-bar-${projectId}`).getAttribute('data-spent-microdollars')) > 0, 'viewer: deep link to the project shows its spend')
+    check((await vpage.locator('[data-testid="save-budget"], [data-testid="save-policy"], [data-testid="reset-policy"]').count()) === 0, 'viewer: no budget or policy edits')
     expectedFailures.push({ status: 403, path: `/v1/projects/${projectId}/tokens` })
     const status = await vpage.evaluate(async (id) => {
       const r = await fetch(`/v1/projects/${id}/tokens`, {

@@ -61,3 +61,9 @@ export async function signOut(): Promise<void> {
 }
 
 onUnauthorized(() => setSession(null))
+
+// A dropped event stream may mean the session expired: ask, and sign out locally on 401
+// (which also stops the reconnect loop).
+live.onDisconnect = () => {
+  if (session.value) void loadSession().catch(() => undefined)
+}

@@ -129,3 +129,12 @@ describe('endpoint table', () => {
     for (const ep of Object.values(ENDPOINTS)) expect(ep.path.startsWith('/v1/')).toBe(true)
   })
 })
+
+describe('query parameters', () => {
+  it('refuses undeclared query parameters before any request', async () => {
+    const calls = mockApi({})
+    const { request } = await import('../src/api/client')
+    await expect(request('listProjects', { query: { bogus: 1 } })).rejects.toThrow(/bogus/)
+    expect(calls).toHaveLength(0)
+  })
+})

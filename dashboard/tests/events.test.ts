@@ -118,3 +118,24 @@ describe('LiveEvents', () => {
     expect([0, 1, 2, 3, 4, 5, 6, 50].map(backoffMs)).toEqual([1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000])
   })
 })
+
+describe('LiveEvents disconnect hook', () => {
+  it('reports each error and stops reconnecting when the hook stops the stream', () => {
+    vi.useFakeTimers()
+    FakeSource.all = []
+    const live = new LiveEvents((url) => new FakeSource(url) as never, timers)
+    let calls = 0
+    live.onDisconnect = () => {
+      calls++
+      if (calls === 2) live.stop()
+    }
+    live.start()
+    FakeSource.all[0]!.onerror!()
+    vi.advanceTimersByTime(1000)
+    expect(FakeSource.all).toHaveLength(2)
+    FakeSource.all[1]!.onerror!()
+    vi.advanceTimersByTime(60_000)
+    expect(calls).toBe(2)
+    expect(FakeSource.all).toHaveLength(2)
+  })
+})

@@ -1,6 +1,7 @@
 // Test helpers: a fetch mock that records calls and answers from a route table, and a
 // mount helper with a memory router.
-import { flushPromises, mount } from '@vue/test-utils'
+import { enableAutoUnmount, flushPromises, mount } from '@vue/test-utils'
+import { afterEach } from 'vitest'
 import { createMemoryHistory, createRouter } from 'vue-router'
 import type { Component } from 'vue'
 import { setFetch } from '../src/api/client'
@@ -13,6 +14,9 @@ export interface Call {
   body: unknown
   credentials: RequestCredentials | undefined
 }
+
+// A failed assertion must not leave a page mounted (and subscribed to live events).
+enableAutoUnmount(afterEach)
 
 type Reply = { status?: number; body?: unknown; text?: string }
 type Handler = Reply | ((call: Call) => Reply)

@@ -215,6 +215,25 @@ describe('empty and error states', () => {
 })
 
 describe('sign-in form', () => {
+  it('explains a 429 (too many failures)', async () => {
+    mockApi({ 'POST /v1/session': { status: 429, body: { error: { type: 'rate_limit_error', message: 'too many failed sign-ins; retry in 60 s', code: 'rate_limited' } } } })
+    const w = await mountPage(SignIn)
+    await w.get('[data-testid="signin-key"]').setValue('iron_ak_bad')
+    await w.get('form').trigger('submit')
+    await flushPromises()
+    expect(w.get('[role="alert"]').text()).toBe('Too many failed attempts: too many failed sign-ins; retry in 60 s')
+    w.unmount()
+  })
+
+  it('signs out with DELETE /v1/session and forgets the session', async () => {
+    asRole('admin')
+    const calls = mockApi({ 'DELETE /v1/session': { status: 204 } })
+    const { signOut } = await import('../src/session')
+    await signOut()
+    expect(calls.map((c) => `${c.method} ${c.url}`)).toEqual(['DELETE /v1/session'])
+    expect(session.value).toBeNull()
+  })
+
   it('has a labelled key field, posts the key and clears it', async () => {
     const calls = mockApi({ 'POST /v1/session': { body: { key_id: 'ak_1', role: 'viewer', project: null } } })
     const w = await mountPage(SignIn)

@@ -114,13 +114,7 @@ async fn no_secret_leaves_the_system() {
         assert_eq!(status, 201, "{v}");
         answers.push(api(format!("provider create {name}"), &v));
     }
-    let prv = admin
-        .call(Method::GET, "/v1/providers", None)
-        .await
-        .1["data"][0]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let prv = "leak-openai";
     let (status, v) = admin
         .call(
             Method::POST,
@@ -173,6 +167,16 @@ async fn no_secret_leaves_the_system() {
         agent(&mut out, &format!("500 #{i}"), &http, chat.clone(), oa, &[("x-mock-fault", "500")], body)
             .await;
     }
+    // The proxy reported the tripped breaker to control (shown on the Providers page).
+    let mut states = serde_json::Value::Null;
+    for _ in 0..60 {
+        states = admin.call(Method::GET, &format!("/v1/providers/{prv}"), None).await.1["breakers"].clone();
+        if states.to_string().contains("\"open\"") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(states.to_string().contains("\"open\""), "breaker not reported open: {states}");
     // Bad input and bad tokens.
     assert_eq!(agent(&mut out, "bad json", &http, chat.clone(), oa, &[], b"{nope").await, 400);
     let forged = format!("Bearer {}x", &token[..token.len() - 1]);

@@ -54,6 +54,15 @@ pub enum BreakerState {
 }
 
 impl BreakerState {
+    /// The name used in reports to control (`closed`, `open`, `half_open`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
     pub fn as_gauge(self) -> i64 {
         match self {
             BreakerState::Closed => 0,

@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod breaker;
+pub mod breaker_report;
 pub mod client;
 pub mod config;
 pub mod conn;
@@ -211,6 +212,17 @@ pub fn build_server(
         server.add_service(pingora_core::services::background::background_service(
             "iron-control-sync",
             sync,
+        ));
+        let breakers = breaker_report::BreakerReporter::new(
+            shared.clone(),
+            &source.url,
+            &config.budget.proxy_id,
+            source.proxy_secret.clone(),
+        )
+        .context("control client")?;
+        server.add_service(pingora_core::services::background::background_service(
+            "iron-breaker-report",
+            breakers,
         ));
     }
     Ok((server, shared))

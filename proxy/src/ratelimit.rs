@@ -185,6 +185,8 @@ pub struct Admitted {
     pub headers: RateHeaders,
     /// The `tokens` checks, for charging output tokens at settle.
     pub token_checks: Vec<Check>,
+    /// Admitted unchecked: the authority could not be reached (fail open).
+    pub fail_open: bool,
 }
 
 /// The request is over a limit.
@@ -293,6 +295,7 @@ impl RateLimiter {
                     return Ok(Admitted {
                         headers: Vec::new(),
                         token_checks: tokens_of(checks),
+                        fail_open: true,
                     });
                 }
             }
@@ -380,6 +383,7 @@ impl RateLimiter {
         Local::Done(Ok(Admitted {
             headers: headers(map, checks, now),
             token_checks: tokens_of(checks),
+            fail_open: false,
         }))
     }
 

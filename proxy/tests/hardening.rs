@@ -613,3 +613,33 @@ async fn block_ends_with_the_window_and_limit_can_be_disabled() {
         assert_eq!(r.status(), 401);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_connections_are_not_cut_by_the_head_watchdog() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+
+    let h = hardened().await;
+    let t = h.token();
+    let body = serde_json::to_string(&chat_body(false)).unwrap();
+    let stream = TcpStream::connect(h.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    // Two requests on one HTTP/2 connection, the second after more than
+    // header_read_timeout (600 ms) but less than the idle timeout (1 s).
+    for _ in 0..2 {
+        let req = http::Request::post(format!("http://{}/v1/chat/completions", h.addr))
+            .header("authorization", format!("Bearer {t}"))
+            .header("content-type", "application/json")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(800)).await;
+    }
+    assert_eq!(h.mock.request_count(), 2);
+}

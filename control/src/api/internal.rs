@@ -5,15 +5,17 @@
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::response::sse::{Event, Sse};
 use futures::Stream;
 use http::HeaderMap;
 use iron_core::token::PublicKey;
-use iron_core::wire::Snapshot;
+use http::StatusCode;
+use iron_core::wire::{BreakerReport, Snapshot};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::extract::ApiJson;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 
@@ -39,6 +41,52 @@ pub async fn keys(State(s): State<AppState>) -> Result<Json<KeysResponse>, ApiEr
         (status = 401, body = ErrorBody)))]
 pub async fn snapshot(State(s): State<AppState>) -> Result<Json<Snapshot>, ApiError> {
     Ok(Json(s.svc.snapshot().await?))
+}
+
+#[utoipa::path(put, path = "/internal/v1/proxies/{proxy}/breakers", tag = "internal",
+    params(("proxy" = String, Path, description = "The reporting proxy's id")),
+    request_body(content = Object, description = "iron_core::wire::BreakerReport"),
+    security(("proxy_secret" = [])),
+    responses((status = 204, description = "Recorded"), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+pub async fn put_breakers(
+    State(s): State<AppState>,
+    Path(proxy): Path<String>,
+    ApiJson(report): ApiJson<BreakerReport>,
+) -> Result<StatusCode, ApiError> {
+    let id_ok = (1..=128).contains(&proxy.len())
+        && proxy
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if !id_ok {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "proxy id: 1 to 128 characters of A-Z a-z 0-9 - _ .",
+        ));
+    }
+    if report.breakers.len() > 10_000 {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "at most 10000 breakers per report",
+        ));
+    }
+    if let Some(b) = report
+        .breakers
+        .iter()
+        .find(|b| !matches!(b.state.as_str(), "closed" | "open" | "half_open") || b.deployment.len() > 128)
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!(
+                "breaker {}: state must be closed, open or half_open",
+                crate::service::shown(&b.deployment)
+            ),
+        ));
+    }
+    s.svc
+        .breakers
+        .put(&proxy, report, crate::service::stats::unix_ms());
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/internal/v1/events", tag = "internal",

@@ -136,6 +136,7 @@ fn internal_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(internal::keys))
         .routes(routes!(internal::snapshot))
         .routes(routes!(internal::events))
+        .routes(routes!(internal::put_breakers))
         .routes(routes!(ratelimits::take))
 }
 

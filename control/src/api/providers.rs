@@ -72,7 +72,11 @@ pub async fn list_providers(
 ) -> Result<Json<List<ProviderView>>, ApiError> {
     let page = s.svc.store.list_providers(&q.page()?).await?;
     Ok(Json(List {
-        data: page.items.into_iter().map(Into::into).collect(),
+        data: page
+            .items
+            .into_iter()
+            .map(|p| ProviderView::from(p).with_breakers(&s.svc))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -109,7 +113,8 @@ pub async fn get_provider(
     _reader: GlobalReader,
     Path(provider): Path<String>,
 ) -> Result<Json<ProviderView>, ApiError> {
-    Ok(Json(s.svc.resolve_provider(&provider).await?.into()))
+    let p = s.svc.resolve_provider(&provider).await?;
+    Ok(Json(ProviderView::from(p).with_breakers(&s.svc)))
 }
 
 #[utoipa::path(patch, path = "/v1/providers/{provider}", tag = "providers", request_body = PatchProvider,

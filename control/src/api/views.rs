@@ -89,6 +89,36 @@ pub struct ProviderView {
     pub api_key_masked: String,
     pub created_at: String,
     pub updated_at: String,
+    /// This deployment's circuit breaker on each proxy that reported in the last 30 s.
+    pub breakers: Vec<BreakerView>,
+}
+
+/// One proxy's circuit breaker for a deployment.
+#[derive(Serialize, ToSchema)]
+pub struct BreakerView {
+    /// The proxy's id (`[budget] proxy_id`, default the host name).
+    pub proxy: String,
+    /// `closed`, `open` or `half_open`.
+    pub state: String,
+    pub updated_at: String,
+}
+
+impl ProviderView {
+    /// Adds the breaker states proxies reported for this provider.
+    pub fn with_breakers(mut self, svc: &crate::service::Service) -> Self {
+        let now_ms = crate::service::stats::unix_ms();
+        self.breakers = svc
+            .breakers
+            .for_deployment(&self.id, now_ms)
+            .into_iter()
+            .map(|b| BreakerView {
+                proxy: b.proxy,
+                state: b.state,
+                updated_at: time(b.updated_ms / 1000),
+            })
+            .collect();
+        self
+    }
 }
 
 impl From<Provider> for ProviderView {
@@ -101,6 +131,7 @@ impl From<Provider> for ProviderView {
             models: p.models,
             priority: p.priority,
             api_key_masked: p.key_hint,
+            breakers: Vec::new(),
             created_at: time(p.created_at),
             updated_at: time(p.updated_at),
         }

@@ -10,6 +10,7 @@
 //! Nothing is written when validation fails.
 
 mod api_keys;
+pub mod breakers;
 mod leases;
 mod master;
 mod projects;
@@ -91,6 +92,8 @@ pub struct Service {
     pub usage_ticks: tokio::sync::broadcast::Sender<stats::UsageTick>,
     /// The built Control Panel served at `/` (`[dashboard] dir`).
     pub dashboard_dir: Option<std::path::PathBuf>,
+    /// Proxies' circuit-breaker reports (`breakers`).
+    pub breakers: breakers::BreakerBoard,
 }
 
 impl std::fmt::Debug for Service {
@@ -136,6 +139,7 @@ impl Service {
             shutdown: tokio::sync::watch::channel(false).0,
             usage_ticks: tokio::sync::broadcast::channel(256).0,
             dashboard_dir: None,
+            breakers: breakers::BreakerBoard::default(),
         }
     }
 

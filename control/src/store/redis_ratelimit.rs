@@ -14,7 +14,7 @@
 //! through the same cases); buckets from a clock ahead of this replica's are counted too
 //! (never over-admit) and buckets older than the window are deleted on the way.
 
-use iron_core::ratelimit::{RateGrant, RateTake, WINDOW_SECS};
+use iron_core::ratelimit::{BUCKETS, RateGrant, RateTake, WINDOW_SECS};
 use redis::Script;
 use redis::aio::ConnectionManager;
 
@@ -23,7 +23,7 @@ use super::StoreError;
 /// Key TTL: two windows, so an idle counter disappears on its own.
 pub const KEY_TTL_MS: u64 = 2 * WINDOW_SECS * 1000;
 
-/// KEYS: one counter per take. ARGV: now (unix ms), window seconds, key TTL (ms), then per
+/// KEYS: one counter per take. ARGV: now (unix ms), buckets counted (61), key TTL (ms), then per
 /// take `limit, want, min, force (0|1)`. Returns per take `{granted, remaining,
 /// retry_after_ms, reset_ms}`.
 pub const RATE_TAKE_V1: &str = r"
@@ -116,7 +116,7 @@ pub struct RateCall {
 pub fn rate_call(project_id: &str, takes: &[&RateTake], now_ms: u64) -> RateCall {
     let mut args = vec![
         now_ms.to_string(),
-        WINDOW_SECS.to_string(),
+        BUCKETS.to_string(),
         KEY_TTL_MS.to_string(),
     ];
     let mut keys = Vec::with_capacity(takes.len());
@@ -223,7 +223,7 @@ mod tests {
             call.args,
             [
                 "1700000000123",
-                "60",
+                "61",
                 "120000",
                 "60",
                 "1",

@@ -32,31 +32,39 @@ export interface Endpoint {
   readonly method: Method
   /** OpenAPI path template, e.g. `/v1/projects/{project}`. */
   readonly path: string
+  /** Query parameters the client may send (control rejects unknown ones). */
+  readonly query?: readonly string[]
 }
+
+const PAGE = ['limit', 'cursor'] as const
 
 /** Every (method, path) the dashboard calls. */
 export const ENDPOINTS = {
   signIn: { method: 'POST', path: '/v1/session' },
   session: { method: 'GET', path: '/v1/session' },
   signOut: { method: 'DELETE', path: '/v1/session' },
-  listProjects: { method: 'GET', path: '/v1/projects' },
+  listProjects: { method: 'GET', path: '/v1/projects', query: PAGE },
   createProject: { method: 'POST', path: '/v1/projects' },
   getProject: { method: 'GET', path: '/v1/projects/{project}' },
   patchProject: { method: 'PATCH', path: '/v1/projects/{project}' },
   setBudget: { method: 'PUT', path: '/v1/projects/{project}/budget' },
   getBudget: { method: 'GET', path: '/v1/budgets/{project}' },
-  listProjectTokens: { method: 'GET', path: '/v1/projects/{project}/tokens' },
+  listProjectTokens: { method: 'GET', path: '/v1/projects/{project}/tokens', query: PAGE },
   mintToken: { method: 'POST', path: '/v1/projects/{project}/tokens' },
   revokeToken: { method: 'DELETE', path: '/v1/tokens/{token}' },
-  listProviders: { method: 'GET', path: '/v1/providers' },
+  listProviders: { method: 'GET', path: '/v1/providers', query: PAGE },
   createProvider: { method: 'POST', path: '/v1/providers' },
   deleteProvider: { method: 'DELETE', path: '/v1/providers/{provider}' },
   rotateKey: { method: 'POST', path: '/v1/providers/{provider}/rotate-key' },
-  listUsage: { method: 'GET', path: '/v1/usage' },
-  listAudit: { method: 'GET', path: '/v1/audit' },
+  listUsage: {
+    method: 'GET',
+    path: '/v1/usage',
+    query: ['project', 'token', 'model', 'since', 'until', 'format', ...PAGE],
+  },
+  listAudit: { method: 'GET', path: '/v1/audit', query: ['actor', 'action', 'target', 'since', ...PAGE] },
   events: { method: 'GET', path: '/v1/events' },
   statsOverview: { method: 'GET', path: '/v1/stats/overview' },
-  statsUsage: { method: 'GET', path: '/v1/stats/usage' },
+  statsUsage: { method: 'GET', path: '/v1/stats/usage', query: ['since', 'until', 'bucket_secs', 'group'] },
 } as const satisfies Record<string, Endpoint>
 
 export type EndpointName = keyof typeof ENDPOINTS
@@ -143,6 +151,9 @@ export function setFetch(f: Fetch | null): void {
 
 export async function request<T>(name: EndpointName, opts: RequestOptions = {}): Promise<T> {
   const ep: Endpoint = ENDPOINTS[name]
+  for (const k of Object.keys(opts.query ?? {})) {
+    if (!ep.query?.includes(k)) throw new Error(`${name}: query parameter ${k} is not declared in ENDPOINTS`)
+  }
   const url = buildUrl(ep.path, opts.params, opts.query)
   const init: RequestInit = {
     method: ep.method,

@@ -56,6 +56,8 @@ export class LiveEvents {
   private attempt = 0
   private retry: unknown = null
   private running = false
+  /** Called on every connection error (session.ts re-checks the session: expired → stop). */
+  onDisconnect: (() => void) | null = null
 
   constructor(
     private readonly open: (url: string) => EventSourceLike | null = (url) =>
@@ -104,6 +106,8 @@ export class LiveEvents {
       src.close()
       if (this.source !== src || !this.running) return
       this.source = null
+      this.onDisconnect?.()
+      if (!this.running) return
       const delay = backoffMs(this.attempt++)
       this.retry = this.timers.setTimeout(() => {
         this.retry = null

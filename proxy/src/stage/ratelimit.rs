@@ -97,6 +97,9 @@ pub async fn admit(
     let checks = checks(&claims.sub, token, project, prompt);
     match shared.rate.admit(&checks).await {
         Ok(a) => {
+            if a.fail_open {
+                shared.metrics.rate_limit_fail_open.inc();
+            }
             ctx.rate_headers = a.headers;
             ctx.rate_token_checks = a.token_checks;
             Ok(())
