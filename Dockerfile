@@ -15,20 +15,14 @@ ARG RUST_VERSION=1.95
 ARG NODE_VERSION=22
 ARG DEBIAN_RELEASE=bookworm
 
-# --- dashboard: Vue 3 + Vite build -> /dashboard/dist ------------------------------------
-# dashboard/ may not exist yet: the wildcard copies nothing then (Cargo.toml is there so the
-# COPY always has a source), and the stage leaves a placeholder page instead of failing.
+# --- dashboard: the Control Panel (Vue 3 + Vite) -> /dashboard/dist --------------------------
+# Served by iron-control from [dashboard] dir = /usr/share/iron/dashboard (the chart sets it).
 FROM node:${NODE_VERSION}-${DEBIAN_RELEASE}-slim AS dashboard
 WORKDIR /dashboard
-COPY Cargo.toml dashboar[d] ./
-RUN if [ -f package.json ]; then \
-      if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi \
-      && npm run build; \
-    else \
-      mkdir -p dist \
-      && printf '%s\n' '<!doctype html><title>Iron</title><p>The Iron dashboard was not part of this build.</p>' > dist/index.html; \
-    fi \
-    && test -f dist/index.html
+COPY dashboard/package.json dashboard/package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY dashboard/ ./
+RUN npm run build && test -f dist/index.html
 
 # --- Rust binaries ---------------------------------------------------------------------------
 FROM rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build

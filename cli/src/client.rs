@@ -140,12 +140,11 @@ impl Client {
             });
         }
         let write_err = |e: std::io::Error| CliError::Other(format!("writing the output: {e}"));
-        while let Some(chunk) = resp.chunk().await.map_err(|e| {
-            CliError::Other(format!(
-                "the export was cut off: {}",
-                e.without_url()
-            ))
-        })? {
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| CliError::Other(format!("the export was cut off: {}", e.without_url())))?
+        {
             out.write_all(&chunk).map_err(write_err)?;
         }
         out.flush().map_err(write_err)?;

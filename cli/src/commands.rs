@@ -10,8 +10,8 @@ use zeroize::Zeroizing;
 
 use crate::CliError;
 use crate::args::{
-    ApiKeyCmd, AuditArgs, AuditFormat, KeySource, OutputFormat, PricingCmd, ProjectCmd, ProviderCmd, TokenCmd,
-    UsageArgs,
+    ApiKeyCmd, AuditArgs, AuditFormat, KeySource, OutputFormat, PricingCmd, ProjectCmd,
+    ProviderCmd, TokenCmd, UsageArgs,
 };
 use crate::client::{Body, Client, enc};
 use crate::output::{cell, details, print, print_json, rows, table};
@@ -159,7 +159,6 @@ const PROJECT_FIELDS: &[(&str, &str)] = &[
     ("period", "period"),
     ("providers", "providers"),
     ("allowed models", "allowed_models"),
-    ("rate limits", "rate_limits"),
     ("created", "created_at"),
 ];
 

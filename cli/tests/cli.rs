@@ -261,6 +261,86 @@ async fn providers_projects_tokens_end_to_end() {
     assert_eq!(p["providers"].as_array().unwrap().len(), 2);
     assert_eq!(p["budget"]["remaining_usd"], "12.50");
     ok(&iron(&c, &["project", "set-budget", "alpha", "--usd", "20"]).await);
+    // rate limits: set, change one, clear; 0 is refused by control (exit 1).
+    let o = iron(
+        &c,
+        &[
+            "project",
+            "set-limits",
+            "alpha",
+            "--rpm",
+            "600",
+            "--tpm",
+            "9000",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    ok(&o);
+    assert_eq!(
+        o.json()["rate_limits"],
+        serde_json::json!({"rpm": 600, "tpm": 9000})
+    );
+    let o = iron(
+        &c,
+        &[
+            "project",
+            "set-limits",
+            "alpha",
+            "--rpm",
+            "60",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        o.json()["rate_limits"],
+        serde_json::json!({"rpm": 60, "tpm": 9000})
+    );
+    let o = iron(&c, &["project", "set-limits", "alpha", "--rpm", "0"]).await;
+    assert_eq!(o.code, 1, "{o:?}");
+    assert!(o.stderr.contains("rpm"), "{o:?}");
+    let o = iron(
+        &c,
+        &["project", "set-limits", "alpha", "--clear", "-o", "json"],
+    )
+    .await;
+    assert_eq!(
+        o.json()["rate_limits"],
+        serde_json::json!({"rpm": null, "tpm": null})
+    );
+    let o = iron(
+        &c,
+        &[
+            "token",
+            "mint",
+            "--project",
+            "alpha",
+            "--rpm",
+            "5",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    ok(&o);
+    let o = iron(
+        &c,
+        &[
+            "token",
+            "show",
+            o.json()["id"].as_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        o.json()["rate_limits"],
+        serde_json::json!({"rpm": 5, "tpm": null})
+    );
     let o = iron(&c, &["project", "list", "-o", "json"]).await;
     assert_eq!(o.json()[0]["budget_usd"], "20.00");
     let o = iron(&c, &["project", "list"]).await;
@@ -393,6 +473,8 @@ async fn errors_have_exit_codes_and_helpful_messages() {
         ],
         vec!["--output", "xml", "project", "list"],
         vec!["project", "set-budget", "alpha"],
+        vec!["project", "set-limits", "alpha"],
+        vec!["project", "set-limits", "alpha", "--rpm", "-1"],
         vec!["token", "mint"],
         vec!["frobnicate"],
     ] {
@@ -571,7 +653,10 @@ async fn audit_exports_to_stdout_as_json_or_csv() {
         "id,time,actor,action,target,project,request_id,source_ip,details,before,after"
     );
     assert_eq!(
-        lines.iter().filter(|l| l.contains(",project.create,")).count(),
+        lines
+            .iter()
+            .filter(|l| l.contains(",project.create,"))
+            .count(),
         3
     );
     let price = lines.iter().find(|l| l.contains(",pricing.set,")).unwrap();
@@ -580,7 +665,13 @@ async fn audit_exports_to_stdout_as_json_or_csv() {
     // --until before everything: an empty export; bad input: exit 1 or 2 with a message.
     let o = iron(
         &c,
-        &["audit", "--until", "2000-01-01T00:00:00Z", "--format", "json"],
+        &[
+            "audit",
+            "--until",
+            "2000-01-01T00:00:00Z",
+            "--format",
+            "json",
+        ],
     )
     .await;
     ok(&o);

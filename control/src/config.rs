@@ -20,7 +20,7 @@
 //! proxy_secret_file = "/run/secrets/iron_proxy_secret" # or IRON_PROXY_SECRET
 //! session_ttl_secs = 43200     # dashboard session cookie lifetime (12 h)
 //! secure_cookie = false        # true when the API is served over https
-//! auth_failure_limit = 10      # failed key checks per source IP / key prefix per window → 429
+//! auth_failure_limit = 10      # failed key checks per source IP / key prefix per window → 429 (0 = off)
 //! auth_failure_window_secs = 60
 //! trusted_proxies = "10.0.0.0/8, 192.168.1.5"  # X-Forwarded-For honoured only from these
 //! [events]
@@ -319,18 +319,20 @@ impl Cidr {
 
     pub fn contains(&self, ip: std::net::IpAddr) -> bool {
         let ip = match ip {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(ip, std::net::IpAddr::V4),
+            std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
             v4 => v4,
         };
         match (self.addr, ip) {
             (std::net::IpAddr::V4(n), std::net::IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (std::net::IpAddr::V6(n), std::net::IpAddr::V6(a)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(n) & mask == u128::from(a) & mask
             }
             _ => false,
@@ -629,23 +631,33 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
 }
 
 fn validate_security(sec: &RawSecurity) -> Result<SecurityConfig, ConfigError> {
-    let mut out = SecurityConfig::with_private_upstreams(sec.allow_private_upstreams.unwrap_or(false));
+    let mut out =
+        SecurityConfig::with_private_upstreams(sec.allow_private_upstreams.unwrap_or(false));
     out.secure_cookie = sec.secure_cookie.unwrap_or(false);
     if let Some(n) = sec.session_ttl_secs {
         if !(60..=30 * 86_400).contains(&n) {
-            return Err(invalid("security.session_ttl_secs", "expected 60 to 2592000"));
+            return Err(invalid(
+                "security.session_ttl_secs",
+                "expected 60 to 2592000",
+            ));
         }
         out.session_ttl = Duration::from_secs(n);
     }
     if let Some(n) = sec.auth_failure_limit {
-        if !(1..=100_000).contains(&n) {
-            return Err(invalid("security.auth_failure_limit", "expected 1 to 100000"));
+        if n > 100_000 {
+            return Err(invalid(
+                "security.auth_failure_limit",
+                "expected 0 (off) to 100000",
+            ));
         }
         out.auth_failure_limit = n as u32;
     }
     if let Some(n) = sec.auth_failure_window_secs {
         if !(1..=86_400).contains(&n) {
-            return Err(invalid("security.auth_failure_window_secs", "expected 1 to 86400"));
+            return Err(invalid(
+                "security.auth_failure_window_secs",
+                "expected 1 to 86400",
+            ));
         }
         out.auth_failure_window = Duration::from_secs(n);
     }
@@ -826,6 +838,59 @@ mod tests {
         assert!(matches!(c.store, StoreConfig::Embedded { .. }));
         assert!(!c.security.allow_private_upstreams);
         assert!(c.events.poll_interval.is_none());
+    }
+
+    #[test]
+    fn session_and_auth_failure_settings() {
+        let c = load(None, &env(&[])).unwrap();
+        assert_eq!(c.security.session_ttl, DEFAULT_SESSION_TTL);
+        assert!(!c.security.secure_cookie);
+        assert_eq!(c.security.auth_failure_limit, 10);
+        assert!(c.security.trusted_proxies.is_empty());
+        let f = write(
+            "[security]\nsession_ttl_secs = 600\nsecure_cookie = true\nauth_failure_limit = 3\n\
+             auth_failure_window_secs = 30\ntrusted_proxies = \"10.0.0.0/8, ::1, 192.168.1.5\"\n",
+        );
+        let c = load(Some(f.path()), &env(&[])).unwrap();
+        assert_eq!(c.security.session_ttl, Duration::from_secs(600));
+        assert!(c.security.secure_cookie);
+        assert_eq!(c.security.auth_failure_limit, 3);
+        assert_eq!(c.security.auth_failure_window, Duration::from_secs(30));
+        let t = &c.security.trusted_proxies;
+        assert_eq!(t.len(), 3);
+        assert!(t[0].contains("10.200.0.1".parse().unwrap()));
+        assert!(t[0].contains("::ffff:10.1.2.3".parse().unwrap()));
+        assert!(!t[0].contains("11.0.0.1".parse().unwrap()));
+        assert!(t[1].contains("::1".parse().unwrap()));
+        assert!(t[2].contains("192.168.1.5".parse().unwrap()));
+        assert!(!t[2].contains("192.168.1.6".parse().unwrap()));
+        let c = load(
+            None,
+            &env(&[("IRON_SECURITY__TRUSTED_PROXIES", "172.16.0.0/12")]),
+        )
+        .unwrap();
+        assert!(c.security.trusted_proxies[0].contains("172.31.255.255".parse().unwrap()));
+        for (var, value, path) in [
+            (
+                "IRON_SECURITY__TRUSTED_PROXIES",
+                "10.0.0.0/33",
+                "trusted_proxies",
+            ),
+            (
+                "IRON_SECURITY__TRUSTED_PROXIES",
+                "proxy.local",
+                "trusted_proxies",
+            ),
+            ("IRON_SECURITY__SESSION_TTL_SECS", "5", "session_ttl_secs"),
+            (
+                "IRON_SECURITY__AUTH_FAILURE_WINDOW_SECS",
+                "0",
+                "auth_failure_window_secs",
+            ),
+        ] {
+            let e = load(None, &env(&[(var, value)])).unwrap_err().to_string();
+            assert!(e.contains(path), "{var}={value}: {e}");
+        }
     }
 
     #[test]

@@ -58,7 +58,10 @@ pub struct Project {
     #[serde(default)]
     pub pii: Option<iron_core::pii::PiiPolicy>,
     /// RPM/TPM limits (`PATCH … {"rate_limits":…}`); none = unlimited.
-    #[serde(default, skip_serializing_if = "iron_core::ratelimit::RateLimits::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "iron_core::ratelimit::RateLimits::is_none"
+    )]
     pub rate_limits: iron_core::ratelimit::RateLimits,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
@@ -96,7 +99,10 @@ pub struct TokenRecord {
     pub expires_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
     /// The token's own RPM/TPM limits (also carried in the token as `rpm`/`tpm` claims).
-    #[serde(default, skip_serializing_if = "iron_core::ratelimit::RateLimits::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "iron_core::ratelimit::RateLimits::is_none"
+    )]
     pub rate_limits: iron_core::ratelimit::RateLimits,
 }
 

@@ -168,8 +168,7 @@ pub async fn serve(
         svc.begin_shutdown();
     };
     // Connection info: the peer address is the source IP of brute-force limits and audit.
-    let app = crate::api::app(state)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = crate::api::app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

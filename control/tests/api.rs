@@ -152,8 +152,7 @@ async fn auth_matrix_every_v1_route_needs_a_key_and_viewers_cannot_mutate() {
     let admin_only_reads = ["/v1/api-keys"];
     // Sign-in is the one /v1 route without a key (it takes one in the body).
     assert!(
-        v1.iter()
-            .any(|(m, p)| m == "POST" && p == "/v1/session"),
+        v1.iter().any(|(m, p)| m == "POST" && p == "/v1/session"),
         "sign-in is not documented"
     );
     let r = h
@@ -1042,7 +1041,10 @@ async fn every_mutation_writes_an_audit_event_without_secrets() {
     for field in ["\"key_hash\"", "\"api_key\"", "\"seed\""] {
         assert!(!all.contains(field), "audit image holds {field}");
     }
-    assert!(all.contains("\"key_hint\""), "provider images keep the key hint");
+    assert!(
+        all.contains("\"key_hint\""),
+        "provider images keep the key hint"
+    );
     // Filters work.
     let only = h.admin("GET", "/v1/audit?action=token.revoke", None).await;
     assert_eq!(only["data"].as_array().unwrap().len(), 1);

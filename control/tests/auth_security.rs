@@ -198,7 +198,10 @@ async fn sessions_sign_in_csrf_sign_out_and_key_deletion() {
     for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=3600"] {
         assert!(set.contains(attr), "cookie lacks {attr}: {set}");
     }
-    assert!(!set.contains("Secure"), "Secure only when configured: {set}");
+    assert!(
+        !set.contains("Secure"),
+        "Secure only when configured: {set}"
+    );
     assert!(cookie.starts_with("iron_session="));
     assert!(!r.text.contains(&s.admin), "the key is echoed");
 
@@ -273,7 +276,11 @@ async fn sessions_sign_in_csrf_sign_out_and_key_deletion() {
         .await;
     assert_eq!(signin["data"].as_array().unwrap().len(), 1, "{signin}");
     assert!(!signin.to_string().contains(&s.admin));
-    assert!(!signin.to_string().contains(cookie.trim_start_matches("iron_session=")));
+    assert!(
+        !signin
+            .to_string()
+            .contains(cookie.trim_start_matches("iron_session="))
+    );
 
     // Forged and tampered cookies are refused.
     let forged = {
@@ -386,7 +393,11 @@ async fn replicas_sharing_redis_accept_and_revoke_each_others_sessions() {
         let r = s
             .with_cookie(Method::GET, "/v1/session", &cookie, None, None)
             .await;
-        assert_eq!(r.status, 401, "revoked on B, still valid on {}: {r:?}", s.addr);
+        assert_eq!(
+            r.status, 401,
+            "revoked on B, still valid on {}: {r:?}",
+            s.addr
+        );
     }
 }
 
@@ -520,11 +531,19 @@ async fn audit_exports_every_event_as_json_or_csv_and_is_append_only() {
     )
     .await;
     assert_eq!(r.status, 200, "{r:?}");
-    assert!(r.header("content-type").unwrap().starts_with("application/json"));
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .starts_with("application/json")
+    );
     let all = r.json();
     let all = all.as_array().unwrap();
     assert_eq!(all.len(), n, "JSON export is not every matching event");
-    assert_eq!(all[0]["target"], format!("model-{:03}", n - 1), "newest first");
+    assert_eq!(
+        all[0]["target"],
+        format!("model-{:03}", n - 1),
+        "newest first"
+    );
     assert_eq!(all[0]["before"], Value::Null);
     assert_eq!(all[0]["after"]["model"], format!("model-{:03}", n - 1));
     assert_eq!(all[0]["source_ip"], "127.0.0.1");
@@ -563,8 +582,16 @@ async fn audit_exports_every_event_as_json_or_csv_and_is_append_only() {
     )
     .await;
     assert_eq!(r.json(), json!([]));
-    for q in ["format=xml", "format=json&limit=0", "format=csv&since=yesterday"] {
-        let r = send(c.get(s.url(&format!("/v1/audit?{q}"))).bearer_auth(&s.admin)).await;
+    for q in [
+        "format=xml",
+        "format=json&limit=0",
+        "format=csv&since=yesterday",
+    ] {
+        let r = send(
+            c.get(s.url(&format!("/v1/audit?{q}")))
+                .bearer_auth(&s.admin),
+        )
+        .await;
         assert_eq!(r.status, 400, "{q}: {r:?}");
         assert_eq!(r.json()["error"]["code"], "invalid_query");
     }

@@ -36,9 +36,7 @@ async fn get(h: &Harness, path: &str) -> common::Resp {
 }
 
 fn header<'a>(r: &'a common::Resp, name: &str) -> &'a str {
-    r.headers
-        .get(name)
-        .map_or("", |v| v.to_str().unwrap_or(""))
+    r.headers.get(name).map_or("", |v| v.to_str().unwrap_or(""))
 }
 
 #[tokio::test]
@@ -60,19 +58,34 @@ async fn serves_the_built_dashboard_with_app_routes_and_security_headers() {
     assert_eq!(header(&index, "content-type"), "text/html; charset=utf-8");
     assert_eq!(header(&index, "cache-control"), "no-cache");
     let csp = header(&index, "content-security-policy");
-    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
     assert_eq!(header(&index, "x-frame-options"), "DENY");
     assert_eq!(header(&index, "x-content-type-options"), "nosniff");
 
     let js = get(&h, "/assets/app-1a2b.js").await;
-    assert_eq!((js.status.as_u16(), js.text().as_str()), (200, "console.log(1)"));
-    assert_eq!(header(&js, "content-type"), "text/javascript; charset=utf-8");
+    assert_eq!(
+        (js.status.as_u16(), js.text().as_str()),
+        (200, "console.log(1)")
+    );
+    assert_eq!(
+        header(&js, "content-type"),
+        "text/javascript; charset=utf-8"
+    );
     assert!(header(&js, "cache-control").contains("immutable"));
-    assert_eq!(header(&get(&h, "/favicon.svg").await, "content-type"), "image/svg+xml");
+    assert_eq!(
+        header(&get(&h, "/favicon.svg").await, "content-type"),
+        "image/svg+xml"
+    );
 
     // Deep links to app routes get the app; missing files and API paths do not.
     let deep = get(&h, "/projects/prj_123").await;
-    assert_eq!((deep.status.as_u16(), deep.text().contains("id=app")), (200, true));
+    assert_eq!(
+        (deep.status.as_u16(), deep.text().contains("id=app")),
+        (200, true)
+    );
     assert_eq!(get(&h, "/assets/missing.js").await.status, 404);
     let api = get(&h, "/v1/no-such-route").await;
     assert_eq!(api.status, 404);
@@ -81,7 +94,12 @@ async fn serves_the_built_dashboard_with_app_routes_and_security_headers() {
     assert!(post.json()["error"].is_object(), "{post:?}");
 
     // Nothing outside the directory, by `..` or by symlink.
-    for path in ["/../secret.txt", "/assets/../../secret.txt", "/leak.txt", "/%2e%2e/secret.txt"] {
+    for path in [
+        "/../secret.txt",
+        "/assets/../../secret.txt",
+        "/leak.txt",
+        "/%2e%2e/secret.txt",
+    ] {
         let r = get(&h, path).await;
         assert!(!r.text().contains("outside"), "{path}: {r:?}");
     }
@@ -92,18 +110,34 @@ async fn without_a_built_dashboard_root_says_how_to_build_it() {
     let h = harness_with_dashboard(None).await;
     let r = get(&h, "/").await;
     assert_eq!(r.status, 404);
-    assert!(r.text().contains("npm --prefix dashboard run build"), "{r:?}");
+    assert!(
+        r.text().contains("npm --prefix dashboard run build"),
+        "{r:?}"
+    );
     // The API is unaffected.
-    assert_eq!(h.call("GET", "/v1/projects", Some(&h.admin), None).await.status, 200);
+    assert_eq!(
+        h.call("GET", "/v1/projects", Some(&h.admin), None)
+            .await
+            .status,
+        200
+    );
 }
 
 /// A project with a token and a lease; returns (project id, token id, lease id).
 async fn leased_project(h: &Harness, name: &str) -> (String, String, String) {
     let p = h
-        .admin("POST", "/v1/projects", Some(json!({"name": name, "budget_usd": "1"})))
+        .admin(
+            "POST",
+            "/v1/projects",
+            Some(json!({"name": name, "budget_usd": "1"})),
+        )
         .await;
     let t = h
-        .admin("POST", &format!("/v1/projects/{name}/tokens"), Some(json!({})))
+        .admin(
+            "POST",
+            &format!("/v1/projects/{name}/tokens"),
+            Some(json!({})),
+        )
         .await;
     let tok = t["id"].as_str().unwrap().to_owned();
     let g = h
@@ -158,42 +192,94 @@ async fn stats_and_token_listing_reflect_reported_usage() {
         ],
     )
     .await;
-    report(&h, &lease_b, 1, 500, vec![event("evt_b1", 500, 200, 200, now - 500)]).await;
+    report(
+        &h,
+        &lease_b,
+        1,
+        500,
+        vec![event("evt_b1", 500, 200, 200, now - 500)],
+    )
+    .await;
 
     let o = h.admin("GET", "/v1/stats/overview", None).await;
     assert_eq!(o["spend_today_microdollars"], 3_500, "{o}");
-    assert!((o["requests_per_minute"].as_f64().unwrap() - 3.0 / 5.0).abs() < 1e-9, "{o}");
-    assert!((o["error_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9, "{o}");
+    assert!(
+        (o["requests_per_minute"].as_f64().unwrap() - 3.0 / 5.0).abs() < 1e-9,
+        "{o}"
+    );
+    assert!(
+        (o["error_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9,
+        "{o}"
+    );
     assert_eq!(o["p99_overhead_ms"], 1.5, "{o}");
     let series = o["series"].as_array().unwrap();
     assert_eq!(series.len(), 60);
-    let total: u64 = series.iter().map(|b| b["spend_microdollars"].as_u64().unwrap()).sum();
+    let total: u64 = series
+        .iter()
+        .map(|b| b["spend_microdollars"].as_u64().unwrap())
+        .sum();
     assert_eq!(total, 3_500);
 
     // One project's view, and a project key sees only its own project.
-    let only_a = h.admin("GET", "/v1/stats/overview?project=alpha", None).await;
+    let only_a = h
+        .admin("GET", "/v1/stats/overview?project=alpha", None)
+        .await;
     assert_eq!(only_a["spend_today_microdollars"], 3_000);
     let pkey = h.key("alpha-key", &format!("project:{prj_a}")).await;
     let scoped = h.call("GET", "/v1/stats/overview", Some(&pkey), None).await;
-    assert_eq!(scoped.json()["spend_today_microdollars"], 3_000, "{scoped:?}");
-    let other = h.call("GET", "/v1/stats/overview?project=beta", Some(&pkey), None).await;
+    assert_eq!(
+        scoped.json()["spend_today_microdollars"],
+        3_000,
+        "{scoped:?}"
+    );
+    let other = h
+        .call("GET", "/v1/stats/overview?project=beta", Some(&pkey), None)
+        .await;
     assert_eq!(other.status, 403);
 
     let by_model = h
-        .admin("GET", "/v1/stats/usage?since=1h&bucket_secs=60&group=model", None)
+        .admin(
+            "GET",
+            "/v1/stats/usage?since=1h&bucket_secs=60&group=model",
+            None,
+        )
         .await;
     let s = by_model["series"].as_array().unwrap();
     assert_eq!(s.len(), 1, "{by_model}");
     assert_eq!(s[0]["key"], "gpt-4o-mini");
     let points = s[0]["points"].as_array().unwrap();
     assert!((60..=61).contains(&points.len()), "{}", points.len());
-    let spend: u64 = points.iter().map(|p| p["spend_microdollars"].as_u64().unwrap()).sum();
-    let input: u64 = points.iter().map(|p| p["input_tokens"].as_u64().unwrap()).sum();
+    let spend: u64 = points
+        .iter()
+        .map(|p| p["spend_microdollars"].as_u64().unwrap())
+        .sum();
+    let input: u64 = points
+        .iter()
+        .map(|p| p["input_tokens"].as_u64().unwrap())
+        .sum();
     assert_eq!((spend, input), (3_500, 30));
-    let by_project = h.admin("GET", "/v1/stats/usage?since=1h&bucket_secs=600", None).await;
-    assert_eq!(by_project["series"].as_array().unwrap().len(), 2, "{by_project}");
-    for bad in ["bucket_secs=0", "bucket_secs=1&since=7d", "group=color", "since=2h&until=3h"] {
-        let r = h.call("GET", &format!("/v1/stats/usage?{bad}"), Some(&h.admin), None).await;
+    let by_project = h
+        .admin("GET", "/v1/stats/usage?since=1h&bucket_secs=600", None)
+        .await;
+    assert_eq!(
+        by_project["series"].as_array().unwrap().len(),
+        2,
+        "{by_project}"
+    );
+    for bad in [
+        "bucket_secs=0",
+        "bucket_secs=1&since=7d",
+        "group=color",
+        "since=2h&until=3h",
+    ] {
+        let r = h
+            .call(
+                "GET",
+                &format!("/v1/stats/usage?{bad}"),
+                Some(&h.admin),
+                None,
+            )
+            .await;
         assert_eq!(r.status, 400, "{bad}: {r:?}");
         assert_eq!(r.json()["error"]["code"], "invalid_query", "{bad}");
     }
@@ -247,7 +333,14 @@ async fn dashboard_event_stream_carries_usage_ticks() {
     let mut body = resp.into_body();
     // Give the stream a moment to subscribe, then report.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    report(&h, &lease, 1, 700, vec![event("evt_l1", 700, 200, 100, now_ms())]).await;
+    report(
+        &h,
+        &lease,
+        1,
+        700,
+        vec![event("evt_l1", 700, 200, 100, now_ms())],
+    )
+    .await;
     let seen = read_until(&mut body, "event: usage").await;
     let data = seen
         .lines()
@@ -255,8 +348,17 @@ async fn dashboard_event_stream_carries_usage_ticks() {
         .find_map(|l| l.strip_prefix("data: "))
         .unwrap();
     let tick: Value = serde_json::from_str(data).unwrap();
-    assert_eq!((tick["cost_microdollars"].as_u64(), tick["requests"].as_u64()), (Some(700), Some(1)));
-    assert!(tick["project_id"].as_str().unwrap().starts_with("prj_"), "{tick}");
+    assert_eq!(
+        (
+            tick["cost_microdollars"].as_u64(),
+            tick["requests"].as_u64()
+        ),
+        (Some(700), Some(1))
+    );
+    assert!(
+        tick["project_id"].as_str().unwrap().starts_with("prj_"),
+        "{tick}"
+    );
 
     // The proxies' stream does not carry usage ticks.
     let internal = h
@@ -272,7 +374,14 @@ async fn dashboard_event_stream_carries_usage_ticks() {
         .unwrap();
     let mut ibody = internal.into_body();
     tokio::time::sleep(Duration::from_millis(100)).await;
-    report(&h, &lease, 2, 1_400, vec![event("evt_l2", 700, 200, 100, now_ms())]).await;
+    report(
+        &h,
+        &lease,
+        2,
+        1_400,
+        vec![event("evt_l2", 700, 200, 100, now_ms())],
+    )
+    .await;
     // The dashboard stream sees the second tick; the proxies' stream has none.
     let more = read_until(&mut body, "event: usage").await;
     assert!(more.contains("\"cost_microdollars\":700"), "{more}");
@@ -293,27 +402,49 @@ async fn proxies_breaker_reports_show_in_the_provider_listing() {
         .admin(
             "POST",
             "/v1/providers",
-            Some(json!({"name": "up", "kind": "openai", "base_url": "https://api.openai.com",
-                "api_key": "sk-breaker-test-key-123456"})),
+            Some(
+                json!({"name": "up", "kind": "openai", "base_url": "https://api.openai.com",
+                "api_key": "sk-breaker-test-key-123456"}),
+            ),
         )
         .await;
     let id = p["id"].as_str().unwrap();
     assert_eq!(p["breakers"], json!([]));
     let report = json!({"breakers": [{"deployment": id, "state": "open"}]});
     let path = "/internal/v1/proxies/px-east-1/breakers";
-    assert_eq!(h.call("PUT", path, Some(&h.admin), Some(report.clone())).await.status, 401);
+    assert_eq!(
+        h.call("PUT", path, Some(&h.admin), Some(report.clone()))
+            .await
+            .status,
+        401
+    );
     let r = h.call("PUT", path, Some(PROXY_SECRET), Some(report)).await;
     assert_eq!(r.status, 204, "{r:?}");
     let bad = json!({"breakers": [{"deployment": id, "state": "melted"}]});
-    assert_eq!(h.call("PUT", path, Some(PROXY_SECRET), Some(bad)).await.status, 400);
+    assert_eq!(
+        h.call("PUT", path, Some(PROXY_SECRET), Some(bad))
+            .await
+            .status,
+        400
+    );
     let bad_id = "/internal/v1/proxies/px%20east/breakers";
-    let r = h.call("PUT", bad_id, Some(PROXY_SECRET), Some(json!({"breakers": []}))).await;
+    let r = h
+        .call(
+            "PUT",
+            bad_id,
+            Some(PROXY_SECRET),
+            Some(json!({"breakers": []})),
+        )
+        .await;
     assert_eq!(r.status, 400, "{r:?}");
 
     let listed = h.admin("GET", "/v1/providers", None).await;
     let b = &listed["data"][0]["breakers"];
     assert_eq!(b.as_array().unwrap().len(), 1, "{listed}");
-    assert_eq!((b[0]["proxy"].as_str(), b[0]["state"].as_str()), (Some("px-east-1"), Some("open")));
+    assert_eq!(
+        (b[0]["proxy"].as_str(), b[0]["state"].as_str()),
+        (Some("px-east-1"), Some("open"))
+    );
     let one = h.admin("GET", &format!("/v1/providers/{id}"), None).await;
     assert_eq!(one["breakers"][0]["state"], "open");
 }

@@ -48,11 +48,15 @@ async fn admits_to_the_limit_then_denies(s: &dyn Store) {
     assert_eq!(one(s, t(), 1_800_000_061_000).await.granted, 1);
     // Other scopes and kinds are separate counters.
     assert_eq!(
-        one(s, take("token:tok_B", RateKind::Requests, 5, 5), T0).await.granted,
+        one(s, take("token:tok_B", RateKind::Requests, 5, 5), T0)
+            .await
+            .granted,
         5
     );
     assert_eq!(
-        one(s, take("token:tok_A", RateKind::Tokens, 5, 5), T0).await.granted,
+        one(s, take("token:tok_A", RateKind::Tokens, 5, 5), T0)
+            .await
+            .granted,
         5
     );
 }

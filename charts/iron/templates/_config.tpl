@@ -41,4 +41,9 @@ kind = "redis"
 {{ include "iron.toml.section" (list "events" $cfg.events) }}
 
 {{ include "iron.toml.section" (list "leases" $cfg.leases) }}
+
+{{- /* The Control Panel build that the image ships (Dockerfile: /usr/share/iron/dashboard). */}}
+{{- $dashboard := merge (deepCopy ($cfg.dashboard | default dict)) (dict "dir" "/usr/share/iron/dashboard") }}
+
+{{ include "iron.toml.section" (list "dashboard" $dashboard) }}
 {{- end }}

@@ -21,7 +21,14 @@ use crate::AppState;
 use crate::error::ApiError;
 
 /// Path prefixes that belong to the API: they never fall back to the dashboard.
-const API_PREFIXES: &[&str] = &["/v1", "/internal", "/openapi.json", "/health", "/ready", "/metrics"];
+const API_PREFIXES: &[&str] = &[
+    "/v1",
+    "/internal",
+    "/openapi.json",
+    "/health",
+    "/ready",
+    "/metrics",
+];
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
 img-src 'self' data:; font-src 'self' data:; connect-src 'self'; object-src 'none'; \
@@ -160,7 +167,13 @@ mod tests {
 
     #[test]
     fn api_paths_never_fall_back() {
-        for p in ["/v1", "/v1/projects", "/internal/v1/keys", "/openapi.json", "/metrics"] {
+        for p in [
+            "/v1",
+            "/v1/projects",
+            "/internal/v1/keys",
+            "/openapi.json",
+            "/metrics",
+        ] {
             assert!(is_api_path(p), "{p}");
         }
         for p in ["/", "/projects", "/v1x", "/assets/index-abc.js", "/healthy"] {

@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
 use http::HeaderMap;
-use tokio_stream::StreamExt;
 use tokio::sync::broadcast;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::extract::GlobalReader;

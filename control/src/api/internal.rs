@@ -9,8 +9,8 @@ use axum::extract::{Path, State};
 use axum::response::sse::{Event, Sse};
 use futures::Stream;
 use http::HeaderMap;
-use iron_core::token::PublicKey;
 use http::StatusCode;
+use iron_core::token::PublicKey;
 use iron_core::wire::{BreakerReport, Snapshot};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -70,11 +70,9 @@ pub async fn put_breakers(
             "at most 10000 breakers per report",
         ));
     }
-    if let Some(b) = report
-        .breakers
-        .iter()
-        .find(|b| !matches!(b.state.as_str(), "closed" | "open" | "half_open") || b.deployment.len() > 128)
-    {
+    if let Some(b) = report.breakers.iter().find(|b| {
+        !matches!(b.state.as_str(), "closed" | "open" | "half_open") || b.deployment.len() > 128
+    }) {
         return Err(ApiError::bad_request(
             "invalid_request",
             format!(

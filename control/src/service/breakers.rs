@@ -41,7 +41,10 @@ impl BreakerBoard {
         m.retain(|_, (_, at)| now_ms.saturating_sub(*at) < STALE_MS);
         if m.len() >= MAX_PROXIES
             && !m.contains_key(proxy)
-            && let Some(oldest) = m.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| k.clone())
+            && let Some(oldest) = m
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| k.clone())
         {
             m.remove(&oldest);
         }
@@ -95,17 +98,26 @@ mod tests {
     fn latest_report_per_proxy_and_stale_proxies_expire() {
         let b = BreakerBoard::default();
         b.put("px_a", report(&[("prv_1", "closed")]), 1_000);
-        b.put("px_b", report(&[("prv_1", "open"), ("prv_2", "closed")]), 2_000);
+        b.put(
+            "px_b",
+            report(&[("prv_1", "open"), ("prv_2", "closed")]),
+            2_000,
+        );
         b.put("px_a", report(&[("prv_1", "half_open")]), 3_000);
         let seen = b.for_deployment("prv_1", 4_000);
         assert_eq!(
-            seen.iter().map(|p| (p.proxy.as_str(), p.state.as_str())).collect::<Vec<_>>(),
+            seen.iter()
+                .map(|p| (p.proxy.as_str(), p.state.as_str()))
+                .collect::<Vec<_>>(),
             [("px_a", "half_open"), ("px_b", "open")]
         );
         assert_eq!(b.for_deployment("prv_2", 4_000).len(), 1);
         assert!(b.for_deployment("prv_9", 4_000).is_empty());
         // px_b last reported at 2 000: gone 30 s later, px_a still there.
         let later = b.for_deployment("prv_1", 2_000 + STALE_MS);
-        assert_eq!(later.iter().map(|p| p.proxy.as_str()).collect::<Vec<_>>(), ["px_a"]);
+        assert_eq!(
+            later.iter().map(|p| p.proxy.as_str()).collect::<Vec<_>>(),
+            ["px_a"]
+        );
     }
 }

@@ -31,8 +31,8 @@ use crate::error::ApiError;
 use crate::events::EventBus;
 use crate::keys::Secret;
 use crate::model::{AuditEvent, LeasePolicy, PageRequest, StoredEvent, new_id, now};
-use zeroize::Zeroizing;
 use crate::store::Store;
+use zeroize::Zeroizing;
 
 pub use leases::{Clock, ManualClock, SystemClock};
 pub use master::{MasterKeyError, RotationReport};
@@ -117,7 +117,8 @@ impl Service {
     ) -> Self {
         let transit = transit_key(proxy_secret.expose().as_bytes());
         let session_key = session_key(&keyring);
-        let security = crate::config::SecurityConfig::with_private_upstreams(allow_private_upstreams);
+        let security =
+            crate::config::SecurityConfig::with_private_upstreams(allow_private_upstreams);
         Service {
             auth_failures: crate::api::middleware::AuthFailures::new(
                 security.auth_failure_limit,

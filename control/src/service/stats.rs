@@ -258,7 +258,10 @@ impl Service {
     }
 
     /// Spend, requests and last use per token of `project`.
-    pub async fn token_stats(&self, project: &str) -> Result<HashMap<String, TokenStats>, ApiError> {
+    pub async fn token_stats(
+        &self,
+        project: &str,
+    ) -> Result<HashMap<String, TokenStats>, ApiError> {
         let scan = self
             .scan_usage(&UsageFilter {
                 project: Some(project.to_owned()),

@@ -142,9 +142,9 @@ impl EmbeddedStore {
         Ok(EmbeddedStore {
             db: Arc::new(db),
             retain_events: retain_events.max(1),
-            rate: Arc::new(std::sync::Mutex::new(
-                iron_core::ratelimit::WindowMap::new(RATE_COUNTERS_MAX),
-            )),
+            rate: Arc::new(std::sync::Mutex::new(iron_core::ratelimit::WindowMap::new(
+                RATE_COUNTERS_MAX,
+            ))),
         })
     }
 

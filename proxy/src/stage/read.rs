@@ -96,21 +96,26 @@ pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
 /// validate, the parser does that next.
 pub fn depth_within(json: &[u8], max: usize) -> bool {
     let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in json {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
+    let mut i = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                // Skip the string: jump between quotes and backslashes (memchr, SIMD).
+                i += 1;
+                loop {
+                    match memchr::memchr2(b'"', b'\\', &json[i..]) {
+                        None => return true,
+                        Some(n) if json[i + n] == b'\\' => i += n + 2,
+                        Some(n) => {
+                            i += n;
+                            break;
+                        }
+                    }
+                    if i >= json.len() {
+                        return true;
+                    }
+                }
             }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 if depth > max {
@@ -120,6 +125,7 @@ pub fn depth_within(json: &[u8], max: usize) -> bool {
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
         }
+        i += 1;
     }
     true
 }
@@ -201,6 +207,12 @@ mod tests {
         assert!(!depth_within(br#"{"a":[1,{"b":2}]}"#, 2));
         // Brackets inside strings (with escaped quotes) do not count.
         assert!(depth_within(br#"{"a":"[[[[\"{{{{"}"#, 1));
+        // An escaped backslash does not escape the closing quote.
+        assert!(!depth_within(br#"{"a":"\\","b":[[1]]}"#, 2));
+        assert!(depth_within(br#"{"a":"\\","b":[[1]]}"#, 3));
+        // Unterminated strings and trailing backslashes end the scan without panicking.
+        assert!(depth_within(br#"{"a":"abc"#, 1));
+        assert!(depth_within(b"{\"a\\", 1));
         let deep = format!("{}{}", "[".repeat(65), "]".repeat(65));
         assert!(!depth_within(deep.as_bytes(), 64));
         assert!(depth_within(deep.as_bytes(), 65));
