@@ -311,36 +311,6 @@ async fn providers_projects_tokens_end_to_end() {
         o.json()["rate_limits"],
         serde_json::json!({"rpm": null, "tpm": null})
     );
-    let o = iron(
-        &c,
-        &[
-            "token",
-            "mint",
-            "--project",
-            "alpha",
-            "--rpm",
-            "5",
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    ok(&o);
-    let o = iron(
-        &c,
-        &[
-            "token",
-            "show",
-            o.json()["id"].as_str().unwrap(),
-            "-o",
-            "json",
-        ],
-    )
-    .await;
-    assert_eq!(
-        o.json()["rate_limits"],
-        serde_json::json!({"rpm": 5, "tpm": null})
-    );
     let o = iron(&c, &["project", "list", "-o", "json"]).await;
     assert_eq!(o.json()[0]["budget_usd"], "20.00");
     let o = iron(&c, &["project", "list"]).await;
@@ -388,6 +358,37 @@ async fn providers_projects_tokens_end_to_end() {
     assert!(!o.stdout.contains(&token), "token list shows a token");
     let o = iron(&c, &["token", "list"]).await;
     assert!(!o.stdout.contains(&token));
+    // A token with its own rate limit (shown on its record).
+    let o = iron(
+        &c,
+        &[
+            "token",
+            "mint",
+            "--project",
+            "alpha",
+            "--rpm",
+            "5",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    ok(&o);
+    let o = iron(
+        &c,
+        &[
+            "token",
+            "show",
+            o.json()["id"].as_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(
+        o.json()["rate_limits"],
+        serde_json::json!({"rpm": 5, "tpm": null})
+    );
     let id = t["id"].as_str().unwrap();
     ok(&iron(&c, &["token", "revoke", id]).await);
     let o = iron(&c, &["token", "show", id, "-o", "json"]).await;

@@ -108,6 +108,7 @@ async fn conformance(store: Arc<dyn Store>) {
     api_keys(&*store).await;
     signing_keys_and_meta(&*store).await;
     audit_log(&*store).await;
+    sessions(&*store).await;
     event_log(&*store).await;
     budgets_and_prices(&*store).await;
     leases_grant_and_deny(&*store).await;
@@ -384,6 +385,34 @@ async fn tokens(s: &dyn Store) {
     revoked_now.sort();
     assert_eq!(revoked_now, ["tok_1", "tok_3"]);
     s.delete_project("prj_T2", NOW).await.unwrap();
+}
+
+/// Revoked dashboard sessions (wall-clock times: entries expire with the session) and the
+/// API-key lookup by id that every session request makes.
+async fn sessions(s: &dyn Store) {
+    let now = iron_control::model::now();
+    assert!(!s.session_revoked("ses_A", now).await.unwrap());
+    s.revoke_session("ses_A", now + 3600).await.unwrap();
+    s.revoke_session("ses_A", now + 3600).await.unwrap(); // idempotent
+    assert!(s.session_revoked("ses_A", now).await.unwrap());
+    assert!(!s.session_revoked("ses_B", now).await.unwrap());
+    // Already expired: nothing to refuse (the token's own exp does).
+    s.revoke_session("ses_old", now.saturating_sub(10))
+        .await
+        .unwrap();
+    assert!(!s.session_revoked("ses_old", now).await.unwrap());
+    let key = ApiKeyRecord {
+        id: "ak_sess".into(),
+        name: "s".into(),
+        role: Role::Viewer,
+        key_hash: "h_sess".into(),
+        created_at: NOW,
+    };
+    s.put_api_key(&key).await.unwrap();
+    assert_eq!(s.get_api_key("ak_sess").await.unwrap(), Some(key));
+    s.delete_api_key("ak_sess").await.unwrap();
+    assert!(s.get_api_key("ak_sess").await.unwrap().is_none());
+    assert!(s.get_api_key("ak_none").await.unwrap().is_none());
 }
 
 async fn api_keys(s: &dyn Store) {

@@ -367,7 +367,10 @@ mod tests {
         assert_eq!((g.granted, g.remaining), (500, 0));
         assert_eq!(w.used(1500), 570);
         // A need larger than the limit never fits.
-        assert_eq!(Window::new().take(0, 10, 11, 11, false).retry_after_ms, MAX_RETRY_MS);
+        assert_eq!(
+            Window::new().take(0, 10, 11, 11, false).retry_after_ms,
+            MAX_RETRY_MS
+        );
         assert!(w.is_idle(62_000 + 1000));
     }
 
@@ -382,8 +385,22 @@ mod tests {
 
     #[test]
     fn limits_validate_and_serialize_sparsely() {
-        assert!(RateLimits { rpm: Some(0), tpm: None }.validate().is_err());
-        assert!(RateLimits { rpm: Some(1), tpm: Some(MAX_LIMIT) }.validate().is_ok());
+        assert!(
+            RateLimits {
+                rpm: Some(0),
+                tpm: None
+            }
+            .validate()
+            .is_err()
+        );
+        assert!(
+            RateLimits {
+                rpm: Some(1),
+                tpm: Some(MAX_LIMIT)
+            }
+            .validate()
+            .is_ok()
+        );
         assert_eq!(serde_json::to_string(&RateLimits::NONE).unwrap(), "{}");
         let t: RateTake = serde_json::from_str(
             r#"{"scope":"token:tok_1","kind":"tokens","limit":10,"want":3,"project":"prj_1"}"#,

@@ -318,7 +318,9 @@ mod tests {
         let k = key();
         let v = TokenVerifier::new(&[k.public_key()]).unwrap();
         let now = unix_now();
-        let plain = v.verify(&k.mint("tok_1", "p", now, now + 60).unwrap()).unwrap();
+        let plain = v
+            .verify(&k.mint("tok_1", "p", now, now + 60).unwrap())
+            .unwrap();
         assert!(plain.rate_limits().is_none());
         let limited = crate::ratelimit::RateLimits {
             rpm: Some(60),
@@ -334,7 +336,11 @@ mod tests {
         let plain_payload = plain_token.split('.').nth(1).unwrap();
         let decoded = URL_SAFE_NO_PAD.decode(plain_payload).unwrap();
         assert!(!String::from_utf8(decoded).unwrap().contains("rpm"));
-        assert!(String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap().contains("\"rpm\":60"));
+        assert!(
+            String::from_utf8(URL_SAFE_NO_PAD.decode(payload).unwrap())
+                .unwrap()
+                .contains("\"rpm\":60")
+        );
     }
 
     #[test]

@@ -120,7 +120,11 @@ async fn rpm_5_admits_exactly_five_across_two_proxies() {
         }
     }
     assert_eq!(admitted, 5, "exactly the limit within one window");
-    assert_eq!(first_refusal, Some(5), "the 6th request is the first refused");
+    assert_eq!(
+        first_refusal,
+        Some(5),
+        "the 6th request is the first refused"
+    );
     // Another token of the same project is not affected (token-scoped limit).
     let (_, other) = f.admin.mint(&f.project).await;
     assert_eq!(ask(&http, &proxies[0].url(), &other).await.0, 200);

@@ -97,7 +97,9 @@ impl RateApi for HttpRateApi {
             .map_err(|e| RateApiError::Unreachable(e.without_url().to_string()))?;
         let status = resp.status();
         if status.is_server_error() {
-            return Err(RateApiError::Unreachable(format!("control answered {status}")));
+            return Err(RateApiError::Unreachable(format!(
+                "control answered {status}"
+            )));
         }
         if !status.is_success() {
             return Err(RateApiError::Refused(format!("control answered {status}")));
@@ -343,6 +345,11 @@ impl RateLimiter {
         for (i, c) in checks.iter().enumerate() {
             let st = map.entry(key(c)).or_insert_with(|| ScopeState::new(now));
             st.last_used = now;
+            let have = st.slice_at(now);
+            if have >= c.need {
+                // Units already granted are used even while the scope is refused.
+                continue;
+            }
             if let Some(until) = st.denied_until {
                 if until > now {
                     let retry_after = until - now;
@@ -355,8 +362,7 @@ impl RateLimiter {
                 }
                 st.denied_until = None;
             }
-            let have = st.slice_at(now);
-            if have < c.need {
+            {
                 let short = c.need - have;
                 refill.push((
                     i,
@@ -387,7 +393,13 @@ impl RateLimiter {
         }))
     }
 
-    fn apply(&self, checks: &[Check], takes: &[(usize, RateTake)], grants: &[RateGrant], now: Instant) {
+    fn apply(
+        &self,
+        checks: &[Check],
+        takes: &[(usize, RateTake)],
+        grants: &[RateGrant],
+        now: Instant,
+    ) {
         let Ok(mut scopes) = self.scopes.lock() else {
             return;
         };
@@ -594,7 +606,11 @@ mod tests {
         for _ in 0..10 {
             rl.admit(&c).await.unwrap();
         }
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 1, "one slice of 100 served 10 × 10");
+        assert_eq!(
+            fake.calls.load(Ordering::SeqCst),
+            1,
+            "one slice of 100 served 10 × 10"
+        );
         rl.admit(&c).await.unwrap();
         assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
         // Unused units expire after SLICE_TTL: the next request refills.
@@ -650,12 +666,14 @@ mod tests {
         let last = fake.taken.lock().unwrap().last().cloned().unwrap();
         assert!(last.force);
         assert_eq!(last.want, 45);
-        let used = fake
-            .inner
-            .windows
-            .lock()
-            .unwrap()
-            .take(&RateTake { want: 0, force: true, ..last }, unix_ms());
+        let used = fake.inner.windows.lock().unwrap().take(
+            &RateTake {
+                want: 0,
+                force: true,
+                ..last
+            },
+            unix_ms(),
+        );
         assert_eq!(used.remaining, 1_200 - 10 - 45);
     }
 
@@ -675,7 +693,10 @@ mod tests {
                 );
             }
         }
-        let _ = rl.try_local(&[check("token:tok_x", RateKind::Requests, 5, 1)], Instant::now());
+        let _ = rl.try_local(
+            &[check("token:tok_x", RateKind::Requests, 5, 1)],
+            Instant::now(),
+        );
         assert_eq!(rl.len(), 1);
     }
 }

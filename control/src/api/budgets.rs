@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::extract::{ApiQuery, Caller};
-use super::scoped_project;
+use super::{project_filter, scoped_project};
 use super::views::{BudgetView, List, UsageView, usd};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -169,11 +169,7 @@ pub async fn list_usage(
             ));
         }
     };
-    let mut project = match (&q.project, caller.project_scope()) {
-        (Some(p), _) => Some(scoped_project(&s.svc, &caller, p).await?.id),
-        (None, Some(own)) => Some(own.to_owned()),
-        (None, None) => None,
-    };
+    let mut project = project_filter(&s.svc, &caller, q.project.as_deref()).await?;
     if project.is_none()
         && let Some(t) = &q.token
     {

@@ -215,6 +215,20 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The project a listing covers: the named one (checked against the caller's scope), the
+/// caller's own project for project keys, or every project (`None`).
+pub(crate) async fn project_filter(
+    svc: &Service,
+    caller: &Caller,
+    project: Option<&str>,
+) -> Result<Option<String>, ApiError> {
+    Ok(match (project, caller.project_scope()) {
+        (Some(p), _) => Some(scoped_project(svc, caller, p).await?.id),
+        (None, Some(own)) => Some(own.to_owned()),
+        (None, None) => None,
+    })
+}
+
 /// Resolves a project path parameter for `caller`: project-scoped keys may only name their
 /// own project (403 otherwise, without revealing whether the other one exists).
 pub(crate) async fn scoped_project(

@@ -9,7 +9,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::budgets::parse_time;
 use super::extract::{ApiQuery, Caller};
-use super::scoped_project;
+use super::project_filter;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::model::UsageFilter;
@@ -63,7 +63,7 @@ pub async fn overview(
     caller: Caller,
     ApiQuery(q): ApiQuery<OverviewQuery>,
 ) -> Result<Json<OverviewView>, ApiError> {
-    let project = scope(&s, &caller, q.project.as_deref()).await?;
+    let project = project_filter(&s.svc, &caller, q.project.as_deref()).await?;
     let o = s.svc.overview(project).await?;
     Ok(Json(OverviewView {
         now_ms: o.now_ms,
@@ -169,7 +169,7 @@ pub async fn usage_series(
             ));
         }
     };
-    let project = scope(&s, &caller, q.project.as_deref()).await?;
+    let project = project_filter(&s.svc, &caller, q.project.as_deref()).await?;
     let scan = s
         .svc
         .scan_usage(&UsageFilter {
@@ -204,18 +204,4 @@ fn point(b: &Bucket) -> PointView {
         input_tokens: b.input_tokens,
         output_tokens: b.output_tokens,
     }
-}
-
-/// The project a statistics call covers: the named one (checked against the key's scope),
-/// the key's own project, or all (`None`).
-async fn scope(
-    s: &AppState,
-    caller: &Caller,
-    project: Option<&str>,
-) -> Result<Option<String>, ApiError> {
-    Ok(match (project, caller.project_scope()) {
-        (Some(p), _) => Some(scoped_project(&s.svc, caller, p).await?.id),
-        (None, Some(own)) => Some(own.to_owned()),
-        (None, None) => None,
-    })
 }

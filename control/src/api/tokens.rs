@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiBytes, ApiQuery, Caller, PageQuery, parse_json};
-use super::scoped_project;
+use super::{project_filter, scoped_project};
 use super::views::{List, MintedToken, TokenView, time};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
@@ -124,11 +124,7 @@ pub async fn list_tokens(
         cursor: q.cursor.clone(),
     }
     .page()?;
-    let project = match (&q.project, caller.project_scope()) {
-        (Some(p), _) => Some(scoped_project(&s.svc, &caller, p).await?.id),
-        (None, Some(own)) => Some(own.to_owned()),
-        (None, None) => None,
-    };
+    let project = project_filter(&s.svc, &caller, q.project.as_deref()).await?;
     let page = s.svc.store.list_tokens(project.as_deref(), &page).await?;
     Ok(Json(List {
         data: page.items.into_iter().map(Into::into).collect(),

@@ -177,6 +177,9 @@ mod tests {
         assert_eq!(&*c[0].scope, "token:tok_1");
         assert_eq!((c[0].kind, c[0].need), (RateKind::Requests, 1));
         assert_eq!(&*c[1].scope, "project:prj_1");
-        assert_eq!((c[1].kind, c[1].need, c[1].limit), (RateKind::Tokens, 50, 1000));
+        assert_eq!(
+            (c[1].kind, c[1].need, c[1].limit),
+            (RateKind::Tokens, 50, 1000)
+        );
     }
 }
