@@ -8,8 +8,8 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::extract::{ApiQuery, Caller};
-use super::{project_filter, scoped_project};
 use super::views::{BudgetView, List, UsageView, usd};
+use super::{project_filter, scoped_project};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::model::{PageRequest, UsageFilter};

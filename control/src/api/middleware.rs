@@ -405,3 +405,77 @@ pub async fn require_proxy_secret(
             .into_response(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> http::HeaderMap {
+        let mut h = http::HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_compares_origin_or_referer_with_host() {
+        let ok = [
+            &[("host", "ctl:7070"), ("origin", "http://ctl:7070")][..],
+            &[("host", "ctl.example"), ("origin", "https://CTL.example")],
+            &[
+                ("host", "ctl:7070"),
+                ("referer", "http://ctl:7070/projects?x=1"),
+            ],
+        ];
+        for h in ok {
+            assert!(same_origin(&headers(h)), "{h:?}");
+        }
+        let refused = [
+            &[("host", "ctl:7070")][..],
+            &[("origin", "http://ctl:7070")],
+            &[("host", "ctl:7070"), ("origin", "http://ctl:7071")],
+            &[("host", "ctl:7070"), ("origin", "http://ctl:7070.evil")],
+            &[("host", "ctl:7070"), ("origin", "null")],
+            &[("host", "ctl"), ("origin", "http://evil/ctl")],
+            // Origin wins over a matching Referer.
+            &[
+                ("host", "ctl"),
+                ("origin", "http://evil"),
+                ("referer", "http://ctl/"),
+            ],
+        ];
+        for h in refused {
+            assert!(!same_origin(&headers(h)), "{h:?}");
+        }
+    }
+
+    #[test]
+    fn failures_block_per_source_and_prefix_then_expire() {
+        let f = AuthFailures::new(3, Duration::from_millis(200));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(f.check(Some(a), Some("iron_ak_AAAA")).is_none());
+            f.record(Some(a), Some("iron_ak_AAAA"));
+        }
+        let r = f.check(Some(a), Some("iron_ak_BBBB")).unwrap();
+        assert_eq!(r.status(), http::StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[http::header::RETRY_AFTER], "1");
+        // Another address with another prefix is fine; the guessed prefix is not.
+        assert!(f.check(Some(b), Some("iron_ak_BBBB")).is_none());
+        assert!(f.check(Some(b), Some("iron_ak_AAAA")).is_some());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(f.check(Some(a), Some("iron_ak_AAAA")).is_none());
+        // Limit 0 = off.
+        let off = AuthFailures::new(0, Duration::from_secs(60));
+        off.record(Some(a), None);
+        assert!(off.check(Some(a), None).is_none());
+        assert_eq!(key_prefix("iron_ak_0123456789"), "iron_ak_0123");
+        assert_eq!(key_prefix("é"), "é");
+    }
+}

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{ApiBytes, ApiQuery, Caller, PageQuery, parse_json};
-use super::{project_filter, scoped_project};
 use super::views::{List, MintedToken, TokenView, time};
+use super::{project_filter, scoped_project};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::model::{Period, TokenRecord};

@@ -1,4 +1,4 @@
-//! Stage 4, *budget admit*: price the request and reserve its estimate from the local lease.
+//! Stage 5, *budget admit*: price the request and reserve its estimate from the local lease.
 //!
 //! The model's price comes from the price table (an unknown model is never free: 400
 //! `unknown_model_price`). The estimate is the prompt's tokens (tokenizer, `iron_core::meter`)

@@ -79,9 +79,17 @@ fn response_head(
     Ok(head)
 }
 
-/// Iron's `x-ratelimit-*` headers (ratelimit stage) replace the provider's, which describe
-/// Iron's own provider key rather than the agent's limits.
+/// On a rate-limited route, Iron's `x-ratelimit-*` headers (ratelimit stage) replace all of
+/// the provider's, which describe Iron's own provider key rather than the agent's limits.
 fn add_rate_headers(head: &mut ResponseHeader, ctx: &RequestCtx) {
+    if ctx.rate_headers.is_empty() {
+        return;
+    }
+    for kind in ["requests", "tokens"] {
+        for what in ["limit", "remaining", "reset"] {
+            let _ = head.remove_header(format!("x-ratelimit-{what}-{kind}").as_str());
+        }
+    }
     for (name, value) in &ctx.rate_headers {
         let _ = head.insert_header(*name, value.as_str());
     }

@@ -114,6 +114,10 @@ id = "prj_broke"
 budget_usd = "0"
 
 [[projects]]
+id = "prj_rpm"
+rpm = 3
+
+[[projects]]
 id = "prj_block"
 pii = {{ request = {{ EMAIL = "block", US_SSN = "block" }} }}
 
