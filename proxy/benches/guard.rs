@@ -41,15 +41,23 @@ fn limiter(c: &mut Criterion) {
 
 fn depth(c: &mut Criterion) {
     let mut g = c.benchmark_group("json_depth_scan");
-    for len in [4 * 1024usize, 256 * 1024] {
-        let text = "lorem ipsum \\\"dolor\\\" sit amet [x] {y} ".repeat(len / 40);
-        let body = format!(
-            r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{text}"}}]}}"#
-        );
-        g.throughput(Throughput::Bytes(body.len() as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(len), &body, |b, body| {
-            b.iter(|| depth_within(black_box(body.as_bytes()), 64))
-        });
+    for (kind, unit) in [
+        (
+            "prose",
+            "Lorem ipsum dolor sit amet, consectetur adipiscing elit. ",
+        ),
+        ("escapes", "lorem ipsum \\\"dolor\\\" sit amet [x] {y} "),
+    ] {
+        for len in [4 * 1024usize, 256 * 1024] {
+            let text = unit.repeat(len / unit.len());
+            let body = format!(
+                r#"{{"model":"gpt-4o-mini","messages":[{{"role":"user","content":"{text}"}}]}}"#
+            );
+            g.throughput(Throughput::Bytes(body.len() as u64));
+            g.bench_with_input(BenchmarkId::new(kind, len), &body, |b, body| {
+                b.iter(|| depth_within(black_box(body.as_bytes()), 64))
+            });
+        }
     }
     g.finish();
 }

@@ -9,6 +9,7 @@ use iron_core::pii::{
     Action, Detections, Detector, Direction, PiiPolicy, PiiType, TypeActions, Vault, redact_text,
 };
 use iron_core::pricing::{PriceTable, TokenUsage};
+use iron_core::ratelimit::RateLimits;
 use iron_core::token::{self, unix_now};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -217,12 +218,24 @@ impl SigningKey {
         ttl: Duration,
         token_id: Option<String>,
     ) -> SdkResult<(String, String, u64)> {
+        self.mint_limited(project, ttl, token_id, RateLimits::NONE)
+    }
+
+    /// Like [`SigningKey::mint_for`], with the token's own `rpm`/`tpm` claims (ADR 0003).
+    pub fn mint_limited(
+        &self,
+        project: &str,
+        ttl: Duration,
+        token_id: Option<String>,
+        limits: RateLimits,
+    ) -> SdkResult<(String, String, u64)> {
+        limits.validate().map_err(SdkError::invalid)?;
         let id = token_id.unwrap_or_else(token::new_token_id);
         let now = unix_now();
         let exp = now.saturating_add(ttl.as_secs());
         let t = self
             .key
-            .mint(&id, project, now, exp)
+            .mint_with_limits(&id, project, now, exp, limits)
             .map_err(|e| SdkError::Proxy(format!("minting a token: {e}")))?;
         Ok((id, t, exp))
     }
@@ -252,21 +265,25 @@ impl SigningKey {
         Ok(d)
     }
 
-    /// Mints an IC token for `project` valid for `ttl_seconds`; returns
+    /// Mints an IC token for `project` valid for `ttl_seconds`, optionally with the token's
+    /// own requests/tokens-per-minute limits (`rpm`/`tpm` claims); returns
     /// `(token_id, token, expires_at)` with `expires_at` in unix seconds.
-    #[pyo3(signature = (project, ttl_seconds, token_id=None))]
+    #[pyo3(signature = (project, ttl_seconds, token_id=None, rpm=None, tpm=None))]
     fn mint(
         &self,
         py: Python<'_>,
         project: String,
         ttl_seconds: u64,
         token_id: Option<String>,
+        rpm: Option<u64>,
+        tpm: Option<u64>,
     ) -> PyResult<(String, String, u64)> {
         if project.is_empty() {
             return Err(SdkError::invalid("project must not be empty").into());
         }
         let ttl = Duration::from_secs(ttl_seconds);
-        Ok(py.detach(|| self.mint_for(&project, ttl, token_id))?)
+        let limits = RateLimits { rpm, tpm };
+        Ok(py.detach(|| self.mint_limited(&project, ttl, token_id, limits))?)
     }
 
     fn __repr__(&self) -> String {

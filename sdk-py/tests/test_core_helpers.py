@@ -177,6 +177,25 @@ def test_signing_key_mints_verifiable_shape() -> None:
         key.mint("", 60)
 
 
+def test_signing_key_mints_rate_limit_claims() -> None:
+    import base64
+    import json
+
+    def claims(token: str) -> dict[str, object]:
+        payload = token.split(".")[1]
+        decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return decoded
+
+    key = _iron_sdk.SigningKey()
+    _, token, _ = key.mint("prj_1", 60, rpm=60, tpm=5000)
+    c = claims(token)
+    assert c["rpm"] == 60 and c["tpm"] == 5000
+    _, plain, _ = key.mint("prj_1", 60)
+    assert "rpm" not in claims(plain) and "tpm" not in claims(plain)
+    with pytest.raises(InvalidRequest, match="rpm"):
+        key.mint("prj_1", 60, rpm=0)
+
+
 def test_native_calls_release_the_gil() -> None:
     """Another Python thread keeps running while a long redaction runs in Rust.
 

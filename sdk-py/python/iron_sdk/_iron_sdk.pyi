@@ -56,8 +56,15 @@ class SigningKey:
     def kid(self) -> str: ...
     def public_key(self) -> Dict[str, str]:
         """``{"kid", "alg", "x"}``."""
-    def mint(self, project: str, ttl_seconds: int, token_id: Optional[str] = None) -> Tuple[str, str, int]:
-        """``(token_id, token, expires_at)``."""
+    def mint(
+        self,
+        project: str,
+        ttl_seconds: int,
+        token_id: Optional[str] = None,
+        rpm: Optional[int] = None,
+        tpm: Optional[int] = None,
+    ) -> Tuple[str, str, int]:
+        """``(token_id, token, expires_at)``; ``rpm``/``tpm``: the token's own limits."""
 
 @final
 class LocalProxy:
