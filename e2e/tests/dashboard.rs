@@ -56,8 +56,15 @@ async fn control_panel_in_a_real_browser() {
     let out = up
         .iron(
             &[
-                "provider", "add", "mock", "--kind", "openai", "--base-url", &mock.base_url(),
-                "--api-key-env", "E2E_KEY",
+                "provider",
+                "add",
+                "mock",
+                "--kind",
+                "openai",
+                "--base-url",
+                &mock.base_url(),
+                "--api-key-env",
+                "E2E_KEY",
             ],
             &[("E2E_KEY", PROVIDER_KEY)],
         )
@@ -94,11 +101,17 @@ async fn control_panel_in_a_real_browser() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "browser scenario failed:\n{log}\n(artifacts in {})", artifacts.display());
+    assert!(
+        out.status.success(),
+        "browser scenario failed:\n{log}\n(artifacts in {})",
+        artifacts.display()
+    );
 
     // What the browser did, checked from the outside: the audit log holds the UI's
     // mutations, made through the session (not the bootstrap key directly).
-    let (_, audit) = admin.call(reqwest::Method::GET, "/v1/audit?limit=500", None).await;
+    let (_, audit) = admin
+        .call(reqwest::Method::GET, "/v1/audit?limit=500", None)
+        .await;
     let actions: Vec<&str> = audit["data"]
         .as_array()
         .unwrap()
@@ -113,7 +126,11 @@ async fn control_panel_in_a_real_browser() {
         .filter_map(Result::ok)
         .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
         .count();
-    assert!(shots >= 6, "expected a screenshot per page, found {shots} in {}", artifacts.display());
+    assert!(
+        shots >= 6,
+        "expected a screenshot per page, found {shots} in {}",
+        artifacts.display()
+    );
     // The provider key never reached the browser's pages or the harness output.
     assert!(!log.contains(PROVIDER_KEY));
 }

@@ -101,14 +101,21 @@ async fn no_secret_leaves_the_system() {
     let mut answers = Vec::new();
     for (name, kind, key, models) in [
         ("leak-openai", "openai", OPENAI_KEY, json!(["gpt-*"])),
-        ("leak-anthropic", "anthropic", ANTHROPIC_KEY, json!(["claude-*"])),
+        (
+            "leak-anthropic",
+            "anthropic",
+            ANTHROPIC_KEY,
+            json!(["claude-*"]),
+        ),
     ] {
         let (status, v) = admin
             .call(
                 Method::POST,
                 "/v1/providers",
-                Some(json!({"name": name, "kind": kind, "base_url": mock.base_url(),
-                    "api_key": key, "models": models})),
+                Some(
+                    json!({"name": name, "kind": kind, "base_url": mock.base_url(),
+                    "api_key": key, "models": models}),
+                ),
             )
             .await;
         assert_eq!(status, 201, "{v}");
@@ -135,14 +142,39 @@ async fn no_secret_leaves_the_system() {
     let bearer = format!("Bearer {token}");
     let oa = ("authorization", bearer.as_str());
     let body = br#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hello"}]}"#;
-    let stream_body = br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
+    let stream_body =
+        br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
     let pii_body = br#"{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"mail jane.doe@example.com or call +1 415 555 2671"}]}"#;
     let anthropic_body = br#"{"model":"claude-3-5-haiku-latest","max_tokens":64,"stream":true,"messages":[{"role":"user","content":"hello"}]}"#;
 
-    assert_eq!(agent(&mut out, "chat", &http, chat.clone(), oa, &[], body).await, 200);
-    assert_eq!(agent(&mut out, "stream", &http, chat.clone(), oa, &[], stream_body).await, 200);
     assert_eq!(
-        agent(&mut out, "pii echo", &http, chat.clone(), oa, &[("x-mock-echo", "1")], pii_body).await,
+        agent(&mut out, "chat", &http, chat.clone(), oa, &[], body).await,
+        200
+    );
+    assert_eq!(
+        agent(
+            &mut out,
+            "stream",
+            &http,
+            chat.clone(),
+            oa,
+            &[],
+            stream_body
+        )
+        .await,
+        200
+    );
+    assert_eq!(
+        agent(
+            &mut out,
+            "pii echo",
+            &http,
+            chat.clone(),
+            oa,
+            &[("x-mock-echo", "1")],
+            pii_body
+        )
+        .await,
         200
     );
     let anth = ("x-api-key", token.as_str());
@@ -159,31 +191,77 @@ async fn no_secret_leaves_the_system() {
     assert_eq!(a, 200);
     // Provider errors: a 401 from the provider, a stream dropped mid-way, then 500s until
     // the breaker opens.
-    for (label, fault) in [("provider 401", "401"), ("mid-stream reset", "reset-mid-stream"), ("malformed sse", "malformed-sse")] {
-        agent(&mut out, label, &http, chat.clone(), oa, &[("x-mock-fault", fault)], stream_body)
-            .await;
+    for (label, fault) in [
+        ("provider 401", "401"),
+        ("mid-stream reset", "reset-mid-stream"),
+        ("malformed sse", "malformed-sse"),
+    ] {
+        agent(
+            &mut out,
+            label,
+            &http,
+            chat.clone(),
+            oa,
+            &[("x-mock-fault", fault)],
+            stream_body,
+        )
+        .await;
     }
     for i in 0..8 {
-        agent(&mut out, &format!("500 #{i}"), &http, chat.clone(), oa, &[("x-mock-fault", "500")], body)
-            .await;
+        agent(
+            &mut out,
+            &format!("500 #{i}"),
+            &http,
+            chat.clone(),
+            oa,
+            &[("x-mock-fault", "500")],
+            body,
+        )
+        .await;
     }
     // The proxy reported the tripped breaker to control (shown on the Providers page).
     let mut states = serde_json::Value::Null;
     for _ in 0..60 {
-        states = admin.call(Method::GET, &format!("/v1/providers/{prv}"), None).await.1["breakers"].clone();
+        states = admin
+            .call(Method::GET, &format!("/v1/providers/{prv}"), None)
+            .await
+            .1["breakers"]
+            .clone();
         if states.to_string().contains("\"open\"") {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(states.to_string().contains("\"open\""), "breaker not reported open: {states}");
+    assert!(
+        states.to_string().contains("\"open\""),
+        "breaker not reported open: {states}"
+    );
     // Bad input and bad tokens.
-    assert_eq!(agent(&mut out, "bad json", &http, chat.clone(), oa, &[], b"{nope").await, 400);
+    assert_eq!(
+        agent(&mut out, "bad json", &http, chat.clone(), oa, &[], b"{nope").await,
+        400
+    );
     let forged = format!("Bearer {}x", &token[..token.len() - 1]);
-    agent(&mut out, "forged token", &http, chat.clone(), ("authorization", &forged), &[], body)
-        .await;
-    agent(&mut out, "provider key as token", &http, chat.clone(), ("authorization", &format!("Bearer {OPENAI_KEY}")), &[], body)
-        .await;
+    agent(
+        &mut out,
+        "forged token",
+        &http,
+        chat.clone(),
+        ("authorization", &forged),
+        &[],
+        body,
+    )
+    .await;
+    agent(
+        &mut out,
+        "provider key as token",
+        &http,
+        chat.clone(),
+        ("authorization", &format!("Bearer {OPENAI_KEY}")),
+        &[],
+        body,
+    )
+    .await;
     // Revocation.
     admin.revoke(&token_id).await;
     let mut revoked = 0;
@@ -222,14 +300,30 @@ async fn no_secret_leaves_the_system() {
         "/health",
         "/ready",
     ] {
-        get_text(&mut out, &format!("control GET {path}"), format!("{}{path}", control.url()), Some(ADMIN_KEY))
-            .await;
+        get_text(
+            &mut out,
+            &format!("control GET {path}"),
+            format!("{}{path}", control.url()),
+            Some(ADMIN_KEY),
+        )
+        .await;
     }
     for path in ["/internal/v1/keys", "/internal/v1/snapshot"] {
-        get_text(&mut out, &format!("control GET {path}"), format!("{}{path}", control.url()), Some(PROXY_SECRET))
-            .await;
+        get_text(
+            &mut out,
+            &format!("control GET {path}"),
+            format!("{}{path}", control.url()),
+            Some(PROXY_SECRET),
+        )
+        .await;
     }
-    get_text(&mut out, "proxy /metrics", format!("http://{}/metrics", proxy.admin), None).await;
+    get_text(
+        &mut out,
+        "proxy /metrics",
+        format!("http://{}/metrics", proxy.admin),
+        None,
+    )
+    .await;
     for (label, bytes) in answers {
         out.add(label, bytes);
     }
@@ -241,7 +335,10 @@ async fn no_secret_leaves_the_system() {
     out.add("control log", control.process.output());
     out.add_dir(&spill);
     out.add_dir(data.path());
-    assert!(proxy_log.contains("request"), "the proxy logged no requests: {proxy_log}");
+    assert!(
+        proxy_log.contains("request"),
+        "the proxy logged no requests: {proxy_log}"
+    );
 
     let master_raw = base64::engine::general_purpose::STANDARD
         .decode(MASTER_KEY)
@@ -272,5 +369,8 @@ async fn no_secret_leaves_the_system() {
         out.0.len(),
         leaks.join("\n")
     );
-    assert!(out.0.len() > 40 && scanned > 10_000, "too little was scanned: {scanned} bytes");
+    assert!(
+        out.0.len() > 40 && scanned > 10_000,
+        "too little was scanned: {scanned} bytes"
+    );
 }

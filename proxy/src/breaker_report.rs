@@ -43,7 +43,13 @@ impl BreakerReporter {
             .build()?;
         let id: String = proxy_id
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         Ok(BreakerReporter {
             shared,
