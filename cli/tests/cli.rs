@@ -683,3 +683,59 @@ async fn audit_exports_to_stdout_as_json_or_csv() {
     let o = iron(&c, &["audit", "--format", "xml"]).await;
     assert_eq!(o.code, 2, "{o:?}");
 }
+
+/// Issue 12 acceptance 4: a production-configured control (no `allow_private_upstreams`)
+/// refuses provider URLs that point inside the network or are plain http, through the CLI.
+/// (`iron up` allows loopback mocks: e2e `iron_up` adds one.)
+#[tokio::test]
+async fn provider_add_refuses_internal_and_plain_http_upstreams() {
+    let c = control().await;
+    let env = [("SSRF_KEY", "sk-ssrf-test-0123456789abcdef")];
+    for (i, url) in [
+        "http://169.254.169.254/latest/meta-data",
+        "https://169.254.169.254",
+        "https://127.0.0.1:8443",
+        "https://10.1.2.3",
+        "https://[::1]",
+        "https://localhost",
+        "http://api.example.com",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let name = format!("ssrf{i}");
+        let args = [
+            "provider",
+            "add",
+            &name,
+            "--kind",
+            "openai",
+            "--base-url",
+            url,
+            "--api-key-env",
+            "SSRF_KEY",
+        ];
+        let o = iron_with(&c, Some(&c.admin.clone()), &env, None, &args).await;
+        assert_ne!(o.code, 0, "{url} was accepted: {o:?}");
+        assert!(o.all().contains("invalid_base_url"), "{url}: {o:?}");
+        assert!(!o.all().contains("sk-ssrf-test"), "{o:?}");
+    }
+    let args = [
+        "provider",
+        "add",
+        "public",
+        "--kind",
+        "openai",
+        "--base-url",
+        "https://api.openai.com",
+        "--api-key-env",
+        "SSRF_KEY",
+    ];
+    ok(&iron_with(&c, Some(&c.admin.clone()), &env, None, &args).await);
+    let listed = iron(&c, &["provider", "list", "--output", "json"]).await;
+    assert_eq!(
+        listed.json().as_array().map(Vec::len),
+        Some(1),
+        "{listed:?}"
+    );
+}
