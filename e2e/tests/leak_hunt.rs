@@ -357,7 +357,10 @@ async fn no_secret_leaves_the_system() {
     assert_eq!(planted.hits(OPENAI_KEY.as_bytes()), ["planted"]);
 
     let scanned: usize = out.0.iter().map(|(_, b)| b.len()).sum();
-    eprintln!("leak hunt: {} outputs, {scanned} bytes scanned", out.0.len());
+    eprintln!(
+        "leak hunt: {} outputs, {scanned} bytes scanned",
+        out.0.len()
+    );
     let mut leaks = Vec::new();
     for (name, needle) in needles {
         for label in out.hits(needle) {
