@@ -79,6 +79,9 @@ pub enum Outcome {
     Failure,
     /// 429: skip the deployment for this long.
     RateLimited(Duration),
+    /// Never reached the provider because Iron refused it (SSRF guard): frees a half-open
+    /// probe slot and changes nothing else.
+    Ignored,
 }
 
 /// Permission to send one request.
@@ -166,6 +169,7 @@ impl Breaker {
             i.probes_in_flight = i.probes_in_flight.saturating_sub(1);
         }
         match outcome {
+            Outcome::Ignored => {}
             Outcome::RateLimited(for_how_long) => {
                 i.state = BreakerState::Open;
                 i.open_until = now + for_how_long;

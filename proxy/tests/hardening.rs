@@ -113,7 +113,7 @@ shutdown_grace_secs = 0
 
 [upstream]
 connect_timeout_ms = 1000
-breaker_failures = 100
+breaker_failures = 3
 
 [security]
 allow_private_upstreams = true
@@ -168,8 +168,13 @@ async fn loopback_upstream_works_only_with_the_flag() {
     proxy.shutdown();
     let before = mock.connections();
 
-    // Refused: 127.0.0.1 over plain http, without the flag.
+    // Refused: 127.0.0.1 over plain http, without the flag — every time: a policy refusal
+    // is not a provider failure, so it never opens the breaker (3 failures would).
     let (proxy, addr, key) = proxy_for(&format!("{}/v1", mock.base_url()), false).await;
+    for _ in 0..5 {
+        let resp = chat(addr, &token(&key)).await;
+        assert_eq!(resp.status(), 502, "a refusal must not trip the breaker");
+    }
     let resp = chat(addr, &token(&key)).await;
     assert_eq!(resp.status(), 502);
     assert_eq!(resp.headers()["x-iron-error"], "upstream_error");

@@ -45,6 +45,9 @@ pub struct Exchange {
 struct AttemptError {
     err: ProxyError,
     retryable: bool,
+    /// Iron's own policy refused the attempt (SSRF guard): says nothing about the
+    /// provider's health, so the breaker does not count it.
+    refused: bool,
 }
 
 fn classify(e: &pingora_error::Error, dep: &Deployment) -> AttemptError {
@@ -55,6 +58,7 @@ fn classify(e: &pingora_error::Error, dep: &Deployment) -> AttemptError {
                 format!("provider `{}` did not answer in time", dep.name),
             ),
             retryable: false,
+            refused: false,
         },
         ErrorType::ConnectTimedout => AttemptError {
             err: ProxyError::new(
@@ -62,6 +66,7 @@ fn classify(e: &pingora_error::Error, dep: &Deployment) -> AttemptError {
                 format!("provider `{}` could not be reached in time", dep.name),
             ),
             retryable: true,
+            refused: false,
         },
         _ => AttemptError {
             err: ProxyError::new(
@@ -69,6 +74,7 @@ fn classify(e: &pingora_error::Error, dep: &Deployment) -> AttemptError {
                 format!("provider `{}` could not be reached", dep.name),
             ),
             retryable: true,
+            refused: false,
         },
     }
 }
@@ -156,6 +162,7 @@ pub async fn send(
                         format!("provider `{}` did not answer in time", dep.name),
                     ),
                     retryable: false,
+                    refused: false,
                 }),
             };
         match result {
@@ -189,7 +196,12 @@ pub async fn send(
                 });
             }
             Err(e) => {
-                breaker.record(Instant::now(), admission, Outcome::Failure);
+                let outcome = if e.refused {
+                    Outcome::Ignored
+                } else {
+                    Outcome::Failure
+                };
+                breaker.record(Instant::now(), admission, outcome);
                 if e.retryable && can_retry {
                     last_err = Some(e.err);
                     next = i + 1;
@@ -213,6 +225,7 @@ async fn attempt(
         .upstream_addr(&dep.endpoint)
         .await
         .map_err(|e| AttemptError {
+            refused: matches!(e, AddrError::Refused(_)),
             err: ProxyError::new(
                 ErrorCode::UpstreamError,
                 match e {
