@@ -487,11 +487,30 @@ fn load_secret(
             .filter(|v| !v.trim().is_empty())
             .map(|v| Zeroizing::new(v.trim().to_owned()))
             .ok_or_else(|| invalid(path, format!("environment variable {var} is not set"))),
-        (None, Some(file)) => std::fs::read_to_string(file)
+        (None, Some(file)) => read_small(file)
             .map(|v| Zeroizing::new(v.trim().to_owned()))
             .map_err(|e| invalid(path, format!("cannot read {}: {e}", file.display()))),
         _ => Err(invalid(path, "set exactly one of *_env or *_file")),
     }
+}
+
+/// Largest secret or key file read (a key is bytes; a key list a few KiB): a path that
+/// names a device or a huge file fails instead of hanging or exhausting memory.
+pub const MAX_SECRET_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Reads a UTF-8 file of at most [`MAX_SECRET_FILE_BYTES`].
+fn read_small(file: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(file)?
+        .take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SECRET_FILE_BYTES} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 /// `px_<host>_<pid>`: unique across containers (where every pid is 1) and across processes.
@@ -622,7 +641,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
     } else {
         let mut public_keys = raw.auth.public_keys;
         if let Some(file) = &raw.auth.public_keys_file {
-            let text = std::fs::read_to_string(file).map_err(|e| {
+            let text = read_small(file).map_err(|e| {
                 invalid(
                     "auth.public_keys_file",
                     format!("cannot read {}: {e}", file.display()),
@@ -772,6 +791,26 @@ mod tests {
     const KEY: &str = r#"[auth]
 public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo" }]
 "#;
+
+    #[test]
+    fn secret_files_are_size_capped() {
+        let dir = std::env::temp_dir().join(format!("iron-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let small = dir.join("small");
+        std::fs::write(&small, "  sk-file-key \n").unwrap();
+        assert_eq!(read_small(&small).unwrap(), "  sk-file-key \n");
+        let big = dir.join("big");
+        std::fs::write(&big, vec![b'a'; MAX_SECRET_FILE_BYTES as usize + 1]).unwrap();
+        assert!(
+            read_small(&big)
+                .unwrap_err()
+                .to_string()
+                .contains("larger than")
+        );
+        // A device never ends: the cap turns it into an error instead of a hang.
+        assert!(read_small(Path::new("/dev/zero")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn defaults_and_env_overrides() {
