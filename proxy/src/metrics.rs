@@ -129,6 +129,13 @@ impl Metrics {
             "Requests refused with 429 rate_limited, by scope (token/project) and kind (requests/tokens)",
             &["scope_kind", "kind"],
         )?;
+        // Every series exists from the start (at 0), so dashboards and `rate()` see it
+        // before the first refusal.
+        for scope in ["token", "project"] {
+            for kind in ["requests", "tokens"] {
+                rate_limited.with_label_values(&[scope, kind]);
+            }
+        }
         let rate_limit_fail_open = IntCounter::new(
             "iron_proxy_rate_limit_fail_open_total",
             "Requests admitted without a rate-limit check because control was unreachable",

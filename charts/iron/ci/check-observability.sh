@@ -112,6 +112,7 @@ COUNTERS = """
 iron_proxy_requests_total iron_proxy_tokens_total iron_proxy_cost_microdollars_total
 iron_proxy_budget_denials_total iron_proxy_stream_cutoffs_total iron_proxy_pii_detections_total
 iron_proxy_upstream_retries_total iron_proxy_stage_runs_total iron_control_http_requests_total
+iron_proxy_rate_limited_total iron_proxy_rate_limit_fail_open_total
 """.split()
 GAUGES = """
 iron_proxy_breaker_state iron_proxy_lease_remaining_microdollars iron_proxy_usage_reports_pending
