@@ -20,6 +20,7 @@ use iron_core::Money;
 use iron_core::lease::{
     Denial, ExtendRequest, LeaseGrant, LeaseReport, LeaseRequest, ReportAck, UsageEvent,
 };
+use iron_core::token::unix_now_ms;
 
 /// Queued usage events per slot that trigger a report before the 1 s tick.
 pub const REPORT_BATCH: usize = 100;
@@ -211,7 +212,7 @@ impl Ledger {
         slot: &Slot,
         idle: std::time::Duration,
     ) -> Option<(String, LeaseReport)> {
-        let now = unix_ms();
+        let now = unix_now_ms();
         let last = slot.last_used_ms.load(Ordering::Acquire);
         if slot.active.load(Ordering::Acquire) > 0
             || now.saturating_sub(last) < idle.as_millis() as u64
@@ -246,7 +247,7 @@ impl Ledger {
                     lease: tokio::sync::Mutex::new(None),
                     events: Mutex::new(Vec::new()),
                     active: std::sync::atomic::AtomicUsize::new(0),
-                    last_used_ms: AtomicU64::new(unix_ms()),
+                    last_used_ms: AtomicU64::new(unix_now_ms()),
                 })
             })
             .clone()
@@ -273,7 +274,7 @@ impl Ledger {
             return None;
         }
         slot.active.fetch_add(1, Ordering::AcqRel);
-        slot.last_used_ms.store(unix_ms(), Ordering::Release);
+        slot.last_used_ms.store(unix_now_ms(), Ordering::Release);
         Some(Reservation {
             slot,
             ledger: self.clone(),
@@ -576,7 +577,7 @@ impl Drop for Reservation {
             cost: Money(cost),
             status: 499,
             cut_off: false,
-            at_ms: unix_ms(),
+            at_ms: unix_now_ms(),
             overhead_us: None,
         });
         self.finish(cost, event);
@@ -729,12 +730,6 @@ impl LeaseApi for LocalLeases {
         }
         Ok(())
     }
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn ulid_like() -> String {

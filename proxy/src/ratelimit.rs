@@ -28,6 +28,7 @@ use iron_core::ratelimit::{
     RateGrant, RateKind, RateTake, RateTakeRequest, RateTakeResponse, WindowMap, openai_duration,
     slice_size,
 };
+use iron_core::token::unix_now_ms;
 use zeroize::Zeroizing;
 
 /// Unused slice units are dropped after this long.
@@ -129,13 +130,6 @@ impl Default for LocalRateApi {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
 #[async_trait]
 impl RateApi for LocalRateApi {
     async fn take(&self, req: &RateTakeRequest) -> Result<RateTakeResponse, RateApiError> {
@@ -144,7 +138,7 @@ impl RateApi for LocalRateApi {
             .lock()
             .map_err(|_| RateApiError::Refused("rate-limit state poisoned".into()))?;
         Ok(RateTakeResponse {
-            grants: w.take_all(&req.takes, unix_ms()),
+            grants: w.take_all(&req.takes, unix_now_ms()),
         })
     }
 }
@@ -672,7 +666,7 @@ mod tests {
                 force: true,
                 ..last
             },
-            unix_ms(),
+            unix_now_ms(),
         );
         assert_eq!(used.remaining, 1_200 - 10 - 45);
     }

@@ -83,7 +83,7 @@ pub async fn put_breakers(
     }
     s.svc
         .breakers
-        .put(&proxy, report, crate::service::stats::unix_ms());
+        .put(&proxy, report, iron_core::token::unix_now_ms());
     Ok(StatusCode::NO_CONTENT)
 }
 

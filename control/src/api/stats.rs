@@ -13,7 +13,8 @@ use super::project_filter;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::model::UsageFilter;
-use crate::service::stats::{Bucket, Group, series_of, unix_ms};
+use crate::service::stats::{Bucket, Group, series_of};
+use iron_core::token::unix_now_ms;
 
 /// Most slots one usage series may have.
 const MAX_SLOTS: u64 = 1_000;
@@ -137,7 +138,7 @@ pub async fn usage_series(
     caller: Caller,
     ApiQuery(q): ApiQuery<UsageSeriesQuery>,
 ) -> Result<Json<UsageSeriesView>, ApiError> {
-    let now_ms = unix_ms();
+    let now_ms = unix_now_ms();
     let since_ms = match q.since.as_deref() {
         Some(v) => parse_time("since", v)?.saturating_mul(1000),
         None => now_ms.saturating_sub(86_400_000),

@@ -106,7 +106,7 @@ pub struct BreakerView {
 impl ProviderView {
     /// Adds the breaker states proxies reported for this provider.
     pub fn with_breakers(mut self, svc: &crate::service::Service) -> Self {
-        let now_ms = crate::service::stats::unix_ms();
+        let now_ms = iron_core::token::unix_now_ms();
         self.breakers = svc
             .breakers
             .for_deployment(&self.id, now_ms)

@@ -7,6 +7,7 @@
 //! atomic per project). No audit entry: takes are traffic, not configuration.
 
 use iron_core::ratelimit::{MAX_LIMIT, RateTakeRequest, RateTakeResponse};
+use iron_core::token::unix_now_ms;
 
 use super::Service;
 use crate::error::ApiError;
@@ -22,14 +23,6 @@ fn valid_id(id: &str, prefix: &str) -> bool {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
     })
-}
-
-/// Unix milliseconds.
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// Checks a batch; every take ends up naming its project.
@@ -93,7 +86,7 @@ impl Service {
         mut req: RateTakeRequest,
     ) -> Result<RateTakeResponse, ApiError> {
         validate(&mut req)?;
-        let grants = self.store.rate_take(&req.takes, now_ms()).await?;
+        let grants = self.store.rate_take(&req.takes, unix_now_ms()).await?;
         Ok(RateTakeResponse { grants })
     }
 }

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use iron_core::lease::{LeaseReport, UsageEvent};
+use iron_core::token::unix_now_ms;
 
 use super::Service;
 use crate::error::ApiError;
@@ -243,7 +244,7 @@ impl Service {
 
     /// The Overview figures, over every project or one.
     pub async fn overview(&self, project: Option<String>) -> Result<Overview, ApiError> {
-        let now_ms = unix_ms();
+        let now_ms = unix_now_ms();
         let since = day_start_ms(now_ms).min(now_ms.saturating_sub(SERIES_MINUTES * 60_000));
         let scan = self
             .scan_usage(&UsageFilter {
@@ -277,13 +278,6 @@ impl Service {
         }
         Ok(out)
     }
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

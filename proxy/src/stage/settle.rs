@@ -122,9 +122,7 @@ pub fn settle(shared: &Shared, ctx: &mut RequestCtx, ending: Ending) {
         cost,
         status: ctx.status,
         cut_off: ctx.cut_off,
-        at_ms: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64),
+        at_ms: iron_core::token::unix_now_ms(),
         overhead_us: Some(
             ctx.started
                 .elapsed()
