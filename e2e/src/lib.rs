@@ -127,6 +127,23 @@ impl IronUp {
     pub async fn iron(&self, args: &[&str], env: &[(&str, &str)]) -> CliOutput {
         iron(&self.control_url(), &self.admin_key, args, env).await
     }
+
+    /// `iron provider add mock --kind openai --base-url <base_url>` with `api_key` passed
+    /// through an environment variable (as a user would).
+    pub async fn add_mock_provider(&self, base_url: &str, api_key: &str) -> CliOutput {
+        let args = [
+            "provider",
+            "add",
+            "mock",
+            "--kind",
+            "openai",
+            "--base-url",
+            base_url,
+            "--api-key-env",
+            "E2E_KEY",
+        ];
+        self.iron(&args, &[("E2E_KEY", api_key)]).await
+    }
 }
 
 /// `iron-control` on a Redis store (production split).

@@ -53,22 +53,7 @@ async fn control_panel_in_a_real_browser() {
     let up = IronUp::start_with(data.path(), &["--dashboard-dir", &dist_arg])
         .await
         .unwrap();
-    let out = up
-        .iron(
-            &[
-                "provider",
-                "add",
-                "mock",
-                "--kind",
-                "openai",
-                "--base-url",
-                &mock.base_url(),
-                "--api-key-env",
-                "E2E_KEY",
-            ],
-            &[("E2E_KEY", PROVIDER_KEY)],
-        )
-        .await;
+    let out = up.add_mock_provider(&mock.base_url(), PROVIDER_KEY).await;
     assert_eq!(out.code, 0, "{out:?}");
     let admin = Admin::new(&up.control_url(), &up.admin_key);
     let (status, viewer) = admin

@@ -57,22 +57,7 @@ async fn iron_up_mint_call_revoke_restart() {
     let up = IronUp::start(data.path()).await.unwrap();
     let mut outputs = Vec::new();
 
-    let out = up
-        .iron(
-            &[
-                "provider",
-                "add",
-                "mock",
-                "--kind",
-                "openai",
-                "--base-url",
-                &mock.base_url(),
-                "--api-key-env",
-                "E2E_KEY",
-            ],
-            &[("E2E_KEY", PROVIDER_KEY)],
-        )
-        .await;
+    let out = up.add_mock_provider(&mock.base_url(), PROVIDER_KEY).await;
     assert_eq!(out.code, 0, "{out:?}");
     outputs.push(format!("{out:?}"));
     let out = up
