@@ -39,6 +39,15 @@ impl Emitted {
         }
     }
 
+    /// Adds a whole HTTP answer (status line, headers, body); returns its status.
+    async fn record(&mut self, label: String, resp: reqwest::Response) -> u16 {
+        let status = resp.status().as_u16();
+        let mut bytes = format!("{status} {:?}\n", resp.headers()).into_bytes();
+        bytes.extend(resp.bytes().await.unwrap_or_default());
+        self.add(label, bytes);
+        status
+    }
+
     /// Labels of the outputs that contain `needle`.
     fn hits(&self, needle: &[u8]) -> Vec<String> {
         self.0
@@ -68,11 +77,7 @@ async fn agent(
         req = req.header(*k, *v);
     }
     let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let mut bytes = format!("{status} {:?}\n", resp.headers()).into_bytes();
-    bytes.extend(resp.bytes().await.unwrap_or_default());
-    out.add(format!("agent response: {label}"), bytes);
-    status
+    out.record(format!("agent response: {label}"), resp).await
 }
 
 async fn get_text(out: &mut Emitted, label: &str, url: String, bearer: Option<&str>) -> u16 {
@@ -81,11 +86,7 @@ async fn get_text(out: &mut Emitted, label: &str, url: String, bearer: Option<&s
         req = req.bearer_auth(b);
     }
     let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let mut bytes = format!("{status} {:?}\n", resp.headers()).into_bytes();
-    bytes.extend(resp.bytes().await.unwrap_or_default());
-    out.add(label, bytes);
-    status
+    out.record(label.to_owned(), resp).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
