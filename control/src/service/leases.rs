@@ -159,32 +159,40 @@ impl Service {
     pub async fn report_lease(
         &self,
         lease_id: &str,
-        mut report: LeaseReport,
+        report: LeaseReport,
     ) -> Result<ReportAck, ApiError> {
-        known_shape(lease_id)?;
-        check_report(&mut report)?;
-        let ack = self
-            .store
-            .report_lease(lease_id, &report, self.now(), &self.leases)
-            .await
-            .map_err(|e| lease_error(lease_id, e))?;
-        self.publish_usage(&report);
-        Ok(ack)
+        self.apply_report(lease_id, report, false).await
     }
 
     /// `DELETE /internal/v1/leases/{id}` (with the final report).
     pub async fn release_lease(
         &self,
         lease_id: &str,
+        report: LeaseReport,
+    ) -> Result<ReportAck, ApiError> {
+        self.apply_report(lease_id, report, true).await
+    }
+
+    /// Checks and records a report (`release`: the final one), then tells the dashboards.
+    async fn apply_report(
+        &self,
+        lease_id: &str,
         mut report: LeaseReport,
+        release: bool,
     ) -> Result<ReportAck, ApiError> {
         known_shape(lease_id)?;
         check_report(&mut report)?;
-        let ack = self
-            .store
-            .release_lease(lease_id, &report, self.now(), &self.leases)
-            .await
-            .map_err(|e| lease_error(lease_id, e))?;
+        let (now, policy) = (self.now(), &self.leases);
+        let ack = if release {
+            self.store
+                .release_lease(lease_id, &report, now, policy)
+                .await
+        } else {
+            self.store
+                .report_lease(lease_id, &report, now, policy)
+                .await
+        }
+        .map_err(|e| lease_error(lease_id, e))?;
         self.publish_usage(&report);
         Ok(ack)
     }
