@@ -117,14 +117,38 @@ api_key_file = "{keyfile}"
         String::from_utf8_lossy(&out.stderr),
         proxy.output()
     );
-    // Through the proxy, the mock only ever saw provider keys, and never the PII values.
+    // Through the proxy, the mock only ever saw provider keys, and never the PII values: the
+    // two PII requests of the script (JSON and stream) carried placeholders for all six.
+    let with_placeholders = mock
+        .requests()
+        .iter()
+        .filter(|r| {
+            let body = r.body_text();
+            [
+                "[EMAIL_1]",
+                "[PHONE_1]",
+                "[CREDIT_CARD_1]",
+                "[US_SSN_1]",
+                "[IBAN_1]",
+                "[SECRET_1]",
+            ]
+            .iter()
+            .all(|p| body.contains(p))
+        })
+        .count();
+    assert_eq!(
+        with_placeholders, 2,
+        "PII requests (json + stream) upstream"
+    );
     for r in mock.requests() {
         let seen = format!("{:?}", r.headers);
         assert!(!seen.contains(&token));
         for value in [
             "jane.doe@example.com",
+            "+1 415 555 0132",
             "4111 1111 1111 1111",
             "536-22-8751",
+            "DE89 3704 0044 0532 0130 00",
             "sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z",
         ] {
             assert!(

@@ -85,7 +85,8 @@ def ant_stream(client):
 check("messages stream", ant_stream(via_ant), ant_stream(direct_ant))
 
 # PII: the provider sees placeholders, the SDK client gets its values back (issue 5)
-pii = "Email jane.doe@example.com, card 4111 1111 1111 1111, SSN 536-22-8751, key sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z."
+pii = ("Email jane.doe@example.com, phone +1 415 555 0132, card 4111 1111 1111 1111, SSN 536-22-8751, "
+       "IBAN DE89 3704 0044 0532 0130 00, key sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z.")
 a = via_oai.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": pii}],
                                      extra_headers={"x-mock-echo": "1"})
 check("pii restored (json)", a.choices[0].message.content, pii)

@@ -13,6 +13,10 @@
 //! - **stream pieces**: the answer is split into `chunks` (default 8) pieces, by words when it
 //!   has at least that many words, else by characters (never inside a UTF-8 character).
 //!   Tool-call arguments are always split by characters.
+//! - **byte pieces**: with `chunk_bytes: N` (header `x-mock-chunk-bytes`) the answer text or
+//!   the tool-call arguments are instead cut every N bytes, regardless of words, so a value
+//!   such as an e-mail address arrives split across deltas; a cut that would fall inside a
+//!   UTF-8 character moves forward to the next character boundary. `chunks` is then ignored.
 //! - **cached tokens**: `cached_tokens` (default 0), reported as OpenAI
 //!   `prompt_tokens_details.cached_tokens` and Anthropic `cache_read_input_tokens`.
 
@@ -68,7 +72,10 @@ impl Plan {
             let completion_tokens = scn
                 .tokens
                 .unwrap_or_else(|| arguments.split_whitespace().count());
-            let pieces = split_chars(&arguments, scn.chunk_count());
+            let pieces = match scn.chunk_bytes.filter(|&n| n > 0) {
+                Some(n) => split_bytes(&arguments, n),
+                None => split_chars(&arguments, scn.chunk_count()),
+            };
             return Plan {
                 prompt_tokens,
                 cached_tokens,
@@ -88,7 +95,10 @@ impl Plan {
                 (None, true) => last_user.unwrap_or_default(),
                 (None, false) => DEFAULT_ANSWER.to_owned(),
             };
-            let pieces = split_pieces(&text, scn.chunk_count());
+            let pieces = match scn.chunk_bytes.filter(|&n| n > 0) {
+                Some(n) => split_bytes(&text, n),
+                None => split_pieces(&text, scn.chunk_count()),
+            };
             let words = text.split_whitespace().count();
             (text, pieces, words)
         };
@@ -263,6 +273,27 @@ fn word_starts(text: &str) -> Vec<usize> {
     }
 }
 
+/// Split `text` into consecutive pieces of `n` bytes (at least 1); a piece that would end
+/// inside a UTF-8 character runs on to the next character boundary, and the last piece holds
+/// the rest. Concatenating the pieces gives `text` back.
+pub(crate) fn split_bytes(text: &str, n: usize) -> Vec<String> {
+    let n = n.max(1);
+    if text.is_empty() {
+        return vec![String::new()];
+    }
+    let mut pieces = Vec::with_capacity(text.len().div_ceil(n));
+    let mut from = 0;
+    while from < text.len() {
+        let mut to = (from + n).min(text.len());
+        while !text.is_char_boundary(to) {
+            to += 1;
+        }
+        pieces.push(text[from..to].to_owned());
+        from = to;
+    }
+    pieces
+}
+
 /// Split `text` into `min(n, chars)` pieces of nearly equal character counts.
 pub(crate) fn split_chars(text: &str, n: usize) -> Vec<String> {
     let idx: Vec<usize> = text.char_indices().map(|(i, _)| i).collect();
@@ -306,6 +337,58 @@ mod tests {
             }
         }
         assert_eq!(split_pieces("", 5), vec![String::new()]);
+    }
+
+    #[test]
+    fn byte_pieces_cut_inside_words_but_never_inside_a_char() {
+        let text = "Mail bob@corp.example.org now";
+        let p = split_bytes(text, 7);
+        assert_eq!(
+            p,
+            ["Mail bo", "b@corp.", "example", ".org no", "w"].map(str::to_owned)
+        );
+        // "é" is 2 bytes at offsets 6..8: the cut at 7 would fall inside it, so the first
+        // piece runs on to 8.
+        let p = split_bytes("abcdefé1234567", 7);
+        assert_eq!(p, ["abcdefé", "1234567"].map(str::to_owned));
+        let p = split_bytes("abcdeféghijklmn", 7);
+        assert_eq!(p, ["abcdefé", "ghijklm", "n"].map(str::to_owned));
+        for text in [DEFAULT_ANSWER, "héllo wörld ✓✓✓ [EMAIL_1]", "a"] {
+            for n in 1..12 {
+                let p = split_bytes(text, n);
+                assert_eq!(p.concat(), text);
+                assert!(p.iter().all(|x| !x.is_empty() && x.len() < n + 4));
+                assert!(p[..p.len() - 1].iter().all(|x| x.len() >= n));
+            }
+        }
+        assert_eq!(split_bytes("", 7), vec![String::new()]);
+    }
+
+    #[test]
+    fn chunk_bytes_takes_precedence_over_chunks() {
+        let s = Scenario {
+            answer: Some("one two three four five".into()),
+            chunks: Some(2),
+            chunk_bytes: Some(4),
+            ..Default::default()
+        };
+        let p = Plan::new(&s, 1, None, None);
+        assert_eq!(
+            p.pieces(),
+            ["one ", "two ", "thre", "e fo", "ur f", "ive"].map(str::to_owned)
+        );
+        assert_eq!(p.completion_tokens, 5);
+        let tools = Scenario {
+            tools: true,
+            chunk_bytes: Some(5),
+            ..s
+        };
+        let p = Plan::new(&tools, 1, None, None);
+        assert!(p.pieces().iter().all(|x| x.len() <= 5));
+        assert_eq!(
+            p.pieces().len(),
+            r#"{"text":"one two three four five"}"#.len().div_ceil(5)
+        );
     }
 
     #[test]

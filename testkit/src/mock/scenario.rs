@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 pub mod headers {
     /// `usize`: number of content chunks the answer text is split into (default 8).
     pub const CHUNKS: &str = "x-mock-chunks";
+    /// `usize`: split the answer text (or tool arguments) into pieces of this many bytes (up to the
+    /// next UTF-8 character boundary), ignoring words; takes precedence over [`CHUNKS`].
+    pub const CHUNK_BYTES: &str = "x-mock-chunk-bytes";
     /// `usize`: answer is N pieces `"tok "`, one per SSE chunk; completion tokens = N.
     pub const TOKENS: &str = "x-mock-tokens";
     /// `u64` milliseconds between two SSE events.
@@ -39,6 +42,7 @@ pub mod headers {
     /// Every override header, for documentation and tests.
     pub const ALL: &[&str] = &[
         CHUNKS,
+        CHUNK_BYTES,
         TOKENS,
         DELAY_MS,
         TTFB_MS,
@@ -89,6 +93,11 @@ pub struct Scenario {
     /// Number of content chunks in a stream (default 8); the answer text is split into this
     /// many pieces (by words when it has enough words, else by characters).
     pub chunks: Option<usize>,
+    /// Split the answer text (or tool-call arguments) into pieces of exactly this many bytes
+    /// (the last may be shorter; a piece that would end inside a UTF-8 character runs on to
+    /// the next character boundary), ignoring word boundaries, e.g. to cut an e-mail address
+    /// in the middle. Takes precedence over `chunks`; ignored with `tokens`. `0` = unset.
+    pub chunk_bytes: Option<usize>,
     /// Answer is N pieces `"tok "` -> completion_tokens = N, one piece per SSE chunk.
     pub tokens: Option<usize>,
     /// Delay between stream events, in milliseconds.
@@ -197,6 +206,9 @@ impl Scenario {
         if let Some(v) = get(headers::CHUNKS)? {
             s.chunks = Some(num(headers::CHUNKS, &v)?);
         }
+        if let Some(v) = get(headers::CHUNK_BYTES)? {
+            s.chunk_bytes = Some(num(headers::CHUNK_BYTES, &v)?);
+        }
         if let Some(v) = get(headers::TOKENS)? {
             s.tokens = Some(num(headers::TOKENS, &v)?);
         }
@@ -263,6 +275,7 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         h.insert(headers::TOKENS, HeaderValue::from_static("12"));
+        h.insert(headers::CHUNK_BYTES, HeaderValue::from_static("7"));
         h.insert(headers::FAULT, HeaderValue::from_static("none"));
         h.insert(headers::ECHO, HeaderValue::from_static("1"));
         h.insert(
@@ -272,6 +285,7 @@ mod tests {
         let s = base.with_overrides(&h).unwrap();
         assert_eq!(s.chunks, Some(3));
         assert_eq!(s.tokens, Some(12));
+        assert_eq!(s.chunk_bytes, Some(7));
         assert_eq!(s.fault, None);
         assert!(s.echo);
         assert_eq!(s.answer.as_deref(), Some("héllo"));
