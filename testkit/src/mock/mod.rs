@@ -3,7 +3,10 @@
 //!
 //! It is a hyper 1 server with its own accept loop (HTTP/1.1 and h2c via
 //! `hyper_util::server::conn::auto`, `TCP_NODELAY` on every socket), spawned on the caller's
-//! tokio runtime, listening on `127.0.0.1:0`. Owning the accept loop lets it misbehave like a
+//! tokio runtime, listening on `127.0.0.1:0`. [`MockUpstream::start_tls`] puts rustls in front
+//! (a CA generated at start, ALPN `h2` / `http/1.1`, see `tls.rs`) so clients speak HTTPS and
+//! HTTP/2 to it like to a real provider; every recorded request says which HTTP version it
+//! came over. Owning the accept loop lets it misbehave like a
 //! real network peer: it can drop a connection without a byte (`reset`), in the middle of a
 //! stream (`reset-mid-stream`), or never answer (`hang`).
 //!
@@ -27,9 +30,11 @@ mod errors;
 mod openai;
 mod plan;
 pub mod scenario;
+mod tls;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -37,19 +42,21 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::Value;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 pub use scenario::{Fault, Scenario, headers};
 
 use body::{MockBody, PacedBody, Stats, Step, Steps, full};
 use errors::{ErrorReply, Provider};
+use tls::MockTls;
 
 /// One request as the mock received it.
 #[derive(Clone, Debug)]
@@ -58,6 +65,8 @@ pub struct RecordedRequest {
     pub method: String,
     /// Path including the query string, e.g. `/v1/chat/completions`.
     pub path: String,
+    /// The HTTP version the request came over (`HTTP_2` for h2 and h2c).
+    pub version: Version,
     /// Headers in arrival order, names lowercased.
     pub headers: Vec<(String, String)>,
     /// The complete request body.
@@ -174,6 +183,8 @@ impl Shared {
 pub struct MockUpstream {
     addr: SocketAddr,
     shared: Arc<Shared>,
+    /// Set by [`MockUpstream::start_tls`].
+    tls: Option<MockTls>,
     _shutdown: watch::Sender<()>,
     accept_task: tokio::task::JoinHandle<()>,
 }
@@ -182,6 +193,7 @@ impl std::fmt::Debug for MockUpstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MockUpstream")
             .field("addr", &self.addr)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -206,19 +218,63 @@ impl MockUpstream {
 
     /// Start on `addr` (the `iron-mock` binary uses this for `--listen`).
     pub async fn bind(addr: SocketAddr, default: Scenario) -> anyhow::Result<MockUpstream> {
+        Self::bind_inner(addr, default, None).await
+    }
+
+    /// Start an HTTPS mock on `127.0.0.1:0` with the default scenario: a CA and a certificate
+    /// for `127.0.0.1` / `::1` / `localhost` are generated now, ALPN offers `h2` then
+    /// `http/1.1`. Clients trust [`ca_pem`](Self::ca_pem) (or the file
+    /// [`ca_file`](Self::ca_file)); [`base_url`](Self::base_url) is `https://127.0.0.1:PORT`.
+    pub async fn start_tls() -> anyhow::Result<MockUpstream> {
+        Self::start_tls_with(Scenario::default()).await
+    }
+
+    /// [`start_tls`](Self::start_tls) with `default` as the scenario of every request.
+    pub async fn start_tls_with(default: Scenario) -> anyhow::Result<MockUpstream> {
+        Self::bind_tls(SocketAddr::from(([127, 0, 0, 1], 0)), default).await
+    }
+
+    /// [`start_tls_with`](Self::start_tls_with) on `addr`.
+    pub async fn bind_tls(addr: SocketAddr, default: Scenario) -> anyhow::Result<MockUpstream> {
+        Self::bind_inner(addr, default, Some(MockTls::generate()?)).await
+    }
+
+    async fn bind_inner(
+        addr: SocketAddr,
+        default: Scenario,
+        tls: Option<MockTls>,
+    ) -> anyhow::Result<MockUpstream> {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("mock upstream: bind {addr}"))?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared::new(default));
         let (tx, rx) = watch::channel(());
-        let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), rx));
+        let acceptor = tls.as_ref().map(|t| t.acceptor.clone());
+        let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), rx, acceptor));
         Ok(MockUpstream {
             addr,
             shared,
+            tls,
             _shutdown: tx,
             accept_task,
         })
+    }
+
+    /// Whether this mock speaks HTTPS ([`start_tls`](Self::start_tls)).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// PEM of the CA that signed the HTTPS mock's certificate (`None` for a plain mock).
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(MockTls::ca_pem)
+    }
+
+    /// [`ca_pem`](Self::ca_pem) as a file (removed when the mock is dropped), for clients
+    /// configured with a path, e.g. Iron's `[upstream] ca_file`.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.tls.as_ref().map(MockTls::ca_file)
     }
 
     /// The listening address.
@@ -226,9 +282,10 @@ impl MockUpstream {
         self.addr
     }
 
-    /// `http://127.0.0.1:PORT` (no trailing slash, no `/v1`).
+    /// `http://127.0.0.1:PORT`, or `https://…` for a TLS mock (no trailing slash, no `/v1`).
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// `base_url()` + `path`.
@@ -282,7 +339,8 @@ impl MockUpstream {
         self.shared.stats.chunks_sent.load(Ordering::SeqCst)
     }
 
-    /// TCP connections accepted since start (not reset by [`MockUpstream::clear`]).
+    /// TCP connections accepted since start (not reset by [`MockUpstream::clear`]); for a TLS
+    /// mock, counted before the handshake.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
     }
@@ -310,10 +368,14 @@ impl MockUpstream {
     }
 }
 
+/// How long a TLS client may take to finish its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn accept_loop(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<()>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     loop {
         tokio::select! {
@@ -322,7 +384,30 @@ async fn accept_loop(
                 Ok((stream, _)) => {
                     shared.connections.fetch_add(1, Ordering::SeqCst);
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(serve_connection(stream, shared.clone(), shutdown.clone()));
+                    let (shared, shutdown) = (shared.clone(), shutdown.clone());
+                    match &tls {
+                        None => {
+                            tokio::spawn(serve_connection(stream, shared, shutdown));
+                        }
+                        Some(acceptor) => {
+                            let acceptor = acceptor.clone();
+                            tokio::spawn(async move {
+                                let handshake = tokio::time::timeout(
+                                    TLS_HANDSHAKE_TIMEOUT,
+                                    acceptor.accept(stream),
+                                );
+                                match handshake.await {
+                                    Ok(Ok(tls)) => serve_connection(tls, shared, shutdown).await,
+                                    Ok(Err(e)) => tracing::debug!(
+                                        error = %e, "mock upstream: TLS handshake failed"
+                                    ),
+                                    Err(_) => tracing::debug!(
+                                        "mock upstream: TLS handshake timed out"
+                                    ),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "mock upstream: accept failed");
@@ -333,11 +418,10 @@ async fn accept_loop(
     }
 }
 
-async fn serve_connection(
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    mut shutdown: watch::Receiver<()>,
-) {
+async fn serve_connection<S>(stream: S, shared: Arc<Shared>, mut shutdown: watch::Receiver<()>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     // Faults that drop the connection notify this; the connection future is then dropped,
     // which closes the socket without finishing the response.
     let kill = Arc::new(Notify::new());
@@ -503,6 +587,7 @@ async fn handle(
     shared.record(RecordedRequest {
         method: parts.method.as_str().to_owned(),
         path: path_q,
+        version: parts.version,
         headers: parts
             .headers
             .iter()
