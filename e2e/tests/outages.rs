@@ -245,6 +245,15 @@ async fn killed_proxy_lease_counts_as_spent_and_the_limit_holds() {
     for t in inflight {
         let _ = t.await.unwrap();
     }
+    // What control holds for the dead proxy: the spend it reported before dying and its
+    // outstanding grant (nothing changes these any more but the expiry).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (spent_at_kill, leased_at_kill, active_at_kill) =
+        budget_numbers(&admin.budget(&project).await);
+    assert!(
+        leased_at_kill > 0 && active_at_kill == 1,
+        "A's lease is still open with money on it: leased {leased_at_kill}, active {active_at_kill}"
+    );
 
     // Its lease expires (TTL 3 s) and counts as fully spent: nothing stays leased, and the
     // whole grant (≥ one $0.01 slice) is spent although far less was reported.
@@ -273,9 +282,18 @@ async fn killed_proxy_lease_counts_as_spent_and_the_limit_holds() {
         spent_after_expiry >= LEASE,
         "the unreported lease counts as spent: {spent_after_expiry}"
     );
+    assert_eq!(
+        spent_after_expiry,
+        spent_at_kill + leased_at_kill,
+        "fully spent: what A reported before the kill + its whole outstanding grant"
+    );
+    assert!(
+        cost_sum(&usage) <= spent_at_kill,
+        "the events A reported are part of its reported spend"
+    );
     assert!(spent_after_expiry >= cost_sum(&usage) && cost_sum(&usage) >= reported_cost);
     println!(
-        "killed proxy: {} µ$ reported before the kill, {spent_after_expiry} µ$ counted spent after expiry",
+        "killed proxy: {spent_at_kill} µ$ reported before the kill (Σ events {} µ$) + {leased_at_kill} µ$ outstanding = {spent_after_expiry} µ$ counted spent after expiry",
         cost_sum(&usage)
     );
 
@@ -549,5 +567,192 @@ async fn spilled_reports_of_a_killed_proxy_are_delivered_exactly_once() {
         budget_numbers(&admin.budget(&project).await).0,
         spent,
         "spend counted once"
+    );
+}
+
+/// (e) `fail_mode = "open"` with a $0.005 cap: control stops, the proxy serves inside its
+/// lease, then beyond it up to the cap (counted in a metric), then refuses (503); control
+/// comes back and the fail-open spend is ordinary spend: Σ usage events == spent, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fail_open_serves_beyond_the_lease_up_to_the_cap_then_refuses() {
+    const CAP: u64 = 5_000;
+    let mock = MockUpstream::start().await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let control = Control::start_redis(&redis.url()).await.unwrap();
+    let admin = Admin::new(&control.url(), ADMIN_KEY);
+    admin.provider("mock", &mock.base_url(), PROVIDER_KEY).await;
+    let project = admin.project("fail-open", Some("100")).await;
+    let (_, token) = admin.mint(&project).await;
+    let dir = tempfile::tempdir().unwrap();
+    let budget = format!(
+        "lease_usd = \"0.01\"\nfail_mode = \"open\"\nfail_open_cap_usd = \"0.005\"\nspill_dir = \"{}\"",
+        dir.path().join("spill").display()
+    );
+    let proxy = Proxy::start_with_budget(&control.url(), dir, &budget)
+        .await
+        .unwrap();
+    proxy.ready().await.unwrap();
+    let client = reqwest::Client::new();
+    until("the proxy serves", Duration::from_secs(10), || async {
+        spend(&client, &proxy.url(), &token, 10, 0).await.0 == 200
+    })
+    .await;
+    let mut served = 1;
+    for _ in 0..3 {
+        assert_eq!(spend(&client, &proxy.url(), &token, 200, 0).await.0, 200);
+        served += 1;
+    }
+    let before = usage_reaches(&admin, &project, served, Duration::from_secs(10)).await;
+    assert_eq!(unique_ids(&before), served);
+    // Every report is in: what control still has leased out is what the proxy holds.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let (_, lease_left, _) = budget_numbers(&admin.budget(&project).await);
+    assert!(lease_left > 0, "the proxy holds a lease");
+
+    // Control down. ~900 µ$ per request: the lease, then the cap, then 503.
+    let addr = control.addr;
+    drop(control);
+    let mut during = 0;
+    let mut refused = None;
+    for _ in 0..100 {
+        let (status, body) = spend(&client, &proxy.url(), &token, 1_500, 0).await;
+        match status {
+            // A stream the cap cuts off mid-way is served too (it pays what streamed).
+            200 => during += 1,
+            503 => {
+                refused = Some(body);
+                break;
+            }
+            other => panic!("unexpected {other}: {body}"),
+        }
+    }
+    let body = refused.expect("the proxy never ran out of its lease and cap");
+    assert!(
+        body.contains("upstream_unavailable") && body.contains("fail-open allowance"),
+        "{body}"
+    );
+    assert_eq!(
+        spend(&client, &proxy.url(), &token, 10, 0).await.0,
+        503,
+        "still refused"
+    );
+    let drawn = proxy
+        .metric(
+            "iron_proxy_fail_open_spend_microdollars_total",
+            &[("project", project.as_str())],
+        )
+        .await as u64;
+    served += during;
+
+    // Control back at the same address: everything arrives, exactly once.
+    let control = Control::start_redis_at(&redis.url(), addr).await.unwrap();
+    let admin = Admin::new(&control.url(), ADMIN_KEY);
+    let usage = usage_reaches(&admin, &project, served, Duration::from_secs(20)).await;
+    assert_eq!(
+        unique_ids(&usage),
+        served,
+        "usage events == requests served"
+    );
+    let (spent, _, _) = budget_numbers(&admin.budget(&project).await);
+    assert_eq!(cost_sum(&usage), spent, "Σ usage events == spent");
+    let outage_spend = cost_sum(&usage) - cost_sum(&before);
+    println!(
+        "fail-open: lease left {lease_left} µ$, served {during} requests for {outage_spend} µ$ while control was down, {drawn} µ$ drawn from the {CAP} µ$ cap"
+    );
+    assert!(
+        outage_spend > lease_left,
+        "served beyond the lease: {outage_spend} ≤ {lease_left}"
+    );
+    assert!(
+        outage_spend <= lease_left + CAP,
+        "never beyond lease + cap: {outage_spend} > {lease_left} + {CAP}"
+    );
+    assert!(drawn <= CAP, "drawn {drawn} > cap {CAP}");
+    assert!(
+        drawn >= outage_spend - lease_left,
+        "the metric counts the unleased spend: {drawn} < {outage_spend} - {lease_left}"
+    );
+    assert!(
+        outage_spend + 1_000 >= lease_left + CAP,
+        "the cap was used (to within one request): {outage_spend} + 1000 < {lease_left} + {CAP}"
+    );
+    // Normal leases again.
+    until(
+        "spend after the outage",
+        Duration::from_secs(10),
+        || async { spend(&client, &proxy.url(), &token, 10, 0).await.0 == 200 },
+    )
+    .await;
+    assert!(!proxy.process.output().contains("panicked"));
+}
+
+/// (f) A control-mode proxy without `spill_dir`: while control is down its reports wait in
+/// the bounded in-memory queue (visible in `iron_proxy_usage_reports_pending`) and are
+/// delivered in order once control is back: every event exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_spill_dir_queued_reports_are_kept_in_memory_and_delivered() {
+    let mock = MockUpstream::start().await.unwrap();
+    let redis = RedisServer::start().await.unwrap();
+    let control = Control::start_redis(&redis.url()).await.unwrap();
+    let admin = Admin::new(&control.url(), ADMIN_KEY);
+    admin.provider("mock", &mock.base_url(), PROVIDER_KEY).await;
+    let project = admin.project("memory-queue", Some("100")).await;
+    let (_, token) = admin.mint(&project).await;
+    let proxy = Proxy::start_with_budget(
+        &control.url(),
+        tempfile::tempdir().unwrap(),
+        "lease_usd = \"0.01\"",
+    )
+    .await
+    .unwrap();
+    proxy.ready().await.unwrap();
+    let client = reqwest::Client::new();
+    until("the proxy serves", Duration::from_secs(10), || async {
+        spend(&client, &proxy.url(), &token, 10, 0).await.0 == 200
+    })
+    .await;
+    let mut served = 1;
+    for _ in 0..3 {
+        assert_eq!(spend(&client, &proxy.url(), &token, 100, 0).await.0, 200);
+        served += 1;
+    }
+    usage_reaches(&admin, &project, served, Duration::from_secs(10)).await;
+
+    // Control down: requests inside the lease (~60 µ$ each) keep working.
+    let addr = control.addr;
+    drop(control);
+    let during = 8;
+    for _ in 0..during {
+        assert_eq!(spend(&client, &proxy.url(), &token, 100, 0).await.0, 200);
+    }
+    served += during;
+    until(
+        "the reports wait in memory",
+        Duration::from_secs(10),
+        || async { proxy.metric("iron_proxy_usage_reports_pending", &[]).await >= 1.0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    let control = Control::start_redis_at(&redis.url(), addr).await.unwrap();
+    let admin = Admin::new(&control.url(), ADMIN_KEY);
+    let usage = usage_reaches(&admin, &project, served, Duration::from_secs(20)).await;
+    assert_eq!(unique_ids(&usage), served, "every event arrived");
+    let (spent, _, _) = budget_numbers(&admin.budget(&project).await);
+    assert_eq!(cost_sum(&usage), spent, "Σ usage events == spent");
+    until("the queue drains", Duration::from_secs(10), || async {
+        proxy.metric("iron_proxy_usage_reports_pending", &[]).await == 0.0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(
+        unique_ids(&admin.usage(&project).await),
+        served,
+        "nothing delivered twice"
+    );
+    let out = proxy.process.output();
+    assert!(
+        !out.contains("dropped the oldest") && !out.contains("panicked"),
+        "{out}"
     );
 }

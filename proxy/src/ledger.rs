@@ -9,10 +9,17 @@
 //! the low-water mark so steady traffic never waits. [`Reservation::settle`] replaces the
 //! estimate with the provider's reported cost, returns the unused part, and queues the usage
 //! event for the [`crate::reporter`].
+//!
+//! Control unreachable (`design.md` §8): the proxy serves inside the slices it holds; when a
+//! slice cannot cover a request or a chunk it refuses (fail closed, the default) or, with
+//! [`LedgerConfig::fail_open_cap`], credits the slot from a per-project allowance of unleased
+//! spend (per proxy, per outage: it resets once control answers a lease call again). Spend
+//! admitted that way is ordinary spend: its usage events queue like any other and reach
+//! control on the slot's lease (as spend beyond the grant) once control is back.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -57,6 +64,9 @@ pub struct LedgerConfig {
     pub denial_ttl: Duration,
     /// Deadline for a synchronous call to control on the request path.
     pub control_timeout: Duration,
+    /// `fail_mode = "open"`: the most unleased spend per project admitted while control is
+    /// unreachable (per outage); `None` = fail closed.
+    pub fail_open_cap: Option<Money>,
 }
 
 impl Default for LedgerConfig {
@@ -66,6 +76,7 @@ impl Default for LedgerConfig {
             low_water: 0.25,
             denial_ttl: Duration::from_millis(500),
             control_timeout: Duration::from_secs(2),
+            fail_open_cap: None,
         }
     }
 }
@@ -156,6 +167,10 @@ pub struct Ledger {
     slots: RwLock<HashMap<String, Arc<Slot>>>,
     /// Signalled when a slot has [`REPORT_BATCH`] events queued.
     batch: tokio::sync::Notify,
+    /// Fail-open allowance drawn per project during the current outage (µ$).
+    fail_open_used: Mutex<HashMap<String, u64>>,
+    /// `iron_proxy_fail_open_spend_microdollars_total{project}`.
+    fail_open_metric: OnceLock<prometheus::IntCounterVec>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -189,7 +204,25 @@ impl Ledger {
             cfg,
             slots: RwLock::new(HashMap::new()),
             batch: tokio::sync::Notify::new(),
+            fail_open_used: Mutex::new(HashMap::new()),
+            fail_open_metric: OnceLock::new(),
         })
+    }
+
+    /// Counts fail-open credit in `metric` (labels: project).
+    pub fn observe_fail_open(&self, metric: prometheus::IntCounterVec) {
+        let _ = self.fail_open_metric.set(metric);
+    }
+
+    /// Fail-open allowance drawn by `project` during the current outage.
+    pub fn fail_open_used(&self, project_id: &str) -> Money {
+        Money(
+            self.fail_open_used
+                .lock()
+                .ok()
+                .and_then(|m| m.get(project_id).copied())
+                .unwrap_or(0),
+        )
     }
 
     /// Completes when some slot has [`REPORT_BATCH`] events queued.
@@ -297,13 +330,71 @@ impl Ledger {
             Some(r) => r,
             None => {
                 let slot = self.slot(token_id, project_id);
-                self.refill(&slot, estimate.micros()).await?;
+                let fell_open = self.cover(&slot, estimate.micros()).await?;
                 self.try_reserve(token_id, project_id, estimate)
-                    .ok_or(Refusal::BudgetExceeded)?
+                    .ok_or(if fell_open {
+                        Refusal::Unavailable
+                    } else {
+                        Refusal::BudgetExceeded
+                    })?
             }
         };
         self.maybe_extend_in_background(&reservation.slot).await;
         Ok(reservation)
+    }
+
+    /// Makes the slot hold at least `need`: from control ([`Ledger::refill`]) or, when control
+    /// is unreachable and fail-open is configured, from the project's fail-open allowance.
+    /// `Ok(true)` when the allowance paid.
+    async fn cover(&self, slot: &Arc<Slot>, need: u64) -> Result<bool, Refusal> {
+        match self.refill(slot, need).await {
+            Ok(()) => Ok(false),
+            Err(Refusal::Unavailable) if self.draw_fail_open(slot, need) => Ok(true),
+            Err(r) => Err(r),
+        }
+    }
+
+    /// Credits the slot with what it lacks for `need` from the project's fail-open allowance,
+    /// if the allowance has that much left.
+    fn draw_fail_open(&self, slot: &Slot, need: u64) -> bool {
+        let Some(cap) = self.cfg.fail_open_cap else {
+            return false;
+        };
+        let Ok(mut used) = self.fail_open_used.lock() else {
+            return false;
+        };
+        let short = need.saturating_sub(slot.available.load(Ordering::Acquire));
+        if short == 0 {
+            return true;
+        }
+        let u = used.entry(slot.project_id.clone()).or_insert(0);
+        if u.saturating_add(short) > cap.micros() {
+            return false;
+        }
+        if *u == 0 {
+            tracing::warn!(
+                project = %slot.project_id,
+                cap = %cap,
+                "control unreachable and the lease is used up: admitting unleased spend (fail_mode = open)"
+            );
+        }
+        *u += short;
+        drop(used);
+        slot.give_back(short);
+        if let Some(m) = self.fail_open_metric.get() {
+            m.with_label_values(&[slot.project_id.as_str()])
+                .inc_by(short);
+        }
+        true
+    }
+
+    /// Control answered: a later outage starts with the whole fail-open allowance again.
+    fn control_answered(&self, project_id: &str) {
+        if self.cfg.fail_open_cap.is_some()
+            && let Ok(mut used) = self.fail_open_used.lock()
+        {
+            used.remove(project_id);
+        }
     }
 
     /// Gets at least `need` more into the slot from control (awaits; one caller at a time).
@@ -337,12 +428,26 @@ impl Ledger {
         let grant = match tokio::time::timeout(self.cfg.control_timeout, call).await {
             Ok(Ok(g)) => g,
             Ok(Err(LeaseError::UnknownLease)) => {
-                // Control forgot the lease (expired): start a new one next time.
-                *lease = None;
+                // Control forgot the lease (past its retention): start a new one next time.
+                // What was reported on it is control's; the rest of the slot's spend (and its
+                // queued events) goes on the next lease.
+                if let Some(l) = lease.take() {
+                    let _ = slot
+                        .spent
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                            Some(s.saturating_sub(l.reported))
+                        });
+                }
                 return Err(Refusal::Unavailable);
             }
-            Ok(Err(_)) | Err(_) => return Err(Refusal::Unavailable),
+            Ok(Err(_)) | Err(_) => {
+                // Trusted for `denial_ttl` like a denial: during an outage, requests and
+                // chunks do not each wait for control to fail again.
+                slot.deny(Refusal::Unavailable);
+                return Err(Refusal::Unavailable);
+            }
         };
+        self.control_answered(&slot.project_id);
         self.apply_grant(slot, &mut lease, grant)
     }
 
@@ -352,6 +457,12 @@ impl Ledger {
         lease: &mut Option<LeaseState>,
         grant: LeaseGrant,
     ) -> Result<(), Refusal> {
+        if grant.denied.is_none()
+            && let Ok(mut d) = slot.denied_at.lock()
+        {
+            // Control granted: an earlier denial or outage no longer holds.
+            *d = None;
+        }
         if let Some(denial) = grant.denied {
             let r = match denial {
                 Denial::TokenRevoked => Refusal::TokenRevoked,
@@ -369,6 +480,12 @@ impl Ledger {
                 l.last_grant = g;
             }
             _ => {
+                // A slot without a lease may hold unleased spend (fail-open, or requests that
+                // outlived their lease): it goes on this lease, beyond the grant, with its
+                // queued events. Replacing a lease control answered for starts from zero.
+                if lease.is_some() {
+                    slot.spent.store(0, Ordering::Release);
+                }
                 *lease = Some(LeaseState {
                     id: grant.lease_id,
                     granted_total: g,
@@ -376,7 +493,6 @@ impl Ledger {
                     seq: 0,
                     reported: 0,
                 });
-                slot.spent.store(0, Ordering::Release);
             }
         }
         slot.give_back(g);
@@ -458,11 +574,14 @@ impl Ledger {
             .map(|mut e| std::mem::take(&mut *e))
             .unwrap_or_default();
         slot.available.store(0, Ordering::Release);
+        // Spend settled after this (a request that outlived the lease) is unleased spend,
+        // carried into the slot's next lease.
+        let spent = slot.spent.swap(0, Ordering::AcqRel);
         Some((
             l.id,
             LeaseReport {
                 seq: l.seq + 1,
-                spent: Money(slot.spent.load(Ordering::Acquire)),
+                spent: Money(spent),
                 events,
             },
         ))
@@ -481,8 +600,9 @@ impl Reservation {
             return true;
         }
         let missing = cost.micros() - self.held;
-        // Ask control once; a denial means the money is gone.
-        if self.ledger.refill(&self.slot, missing).await.is_err() {
+        // Ask control once; a denial means the money is gone (fail-open may still pay while
+        // control is unreachable).
+        if self.ledger.cover(&self.slot, missing).await.is_err() {
             return false;
         }
         self.try_charge(cost)
@@ -836,5 +956,210 @@ mod tests {
             .settle(Money(20), Some(ev(2)));
         let (_, rep) = l.take_report(&slot).await.unwrap();
         assert_eq!((rep.seq, rep.spent), (2, Money(30)));
+    }
+
+    /// A lease authority that counts calls and can be "down" (unreachable).
+    #[derive(Default)]
+    struct Counting {
+        inner: LocalLeases,
+        acquires: std::sync::atomic::AtomicUsize,
+        extends: std::sync::atomic::AtomicUsize,
+        down: AtomicBool,
+    }
+
+    impl Counting {
+        fn new(budget: u64) -> Arc<Self> {
+            let c = Counting {
+                inner: LocalLeases::new([("p".to_owned(), Money(budget))]),
+                ..Default::default()
+            };
+            c.inner.bind_token("t", "p");
+            Arc::new(c)
+        }
+
+        fn check(&self) -> Result<(), LeaseError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(LeaseError::Unreachable("connection refused".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[async_trait]
+    impl LeaseApi for Counting {
+        async fn acquire(&self, req: LeaseRequest) -> Result<LeaseGrant, LeaseError> {
+            self.check()?;
+            self.acquires.fetch_add(1, Ordering::SeqCst);
+            self.inner.acquire(req).await
+        }
+        async fn extend(&self, id: &str, req: ExtendRequest) -> Result<LeaseGrant, LeaseError> {
+            self.check()?;
+            self.extends.fetch_add(1, Ordering::SeqCst);
+            self.inner.extend(id, req).await
+        }
+        async fn report(&self, id: &str, r: LeaseReport) -> Result<ReportAck, LeaseError> {
+            self.check()?;
+            self.inner.report(id, r).await
+        }
+        async fn release(&self, id: &str, r: LeaseReport) -> Result<(), LeaseError> {
+            self.check()?;
+            self.inner.release(id, r).await
+        }
+    }
+
+    fn counting_ledger(budget: u64, lease: u64, cap: Option<u64>) -> (Arc<Ledger>, Arc<Counting>) {
+        let api = Counting::new(budget);
+        let cfg = LedgerConfig {
+            lease_size: Money(lease),
+            fail_open_cap: cap.map(Money),
+            ..Default::default()
+        };
+        (Ledger::new(api.clone(), "px".into(), cfg), api)
+    }
+
+    fn event(i: u64, cost: u64) -> UsageEvent {
+        UsageEvent {
+            id: format!("e{i}"),
+            token_id: "t".into(),
+            project_id: "p".into(),
+            provider_id: "x".into(),
+            model: "m".into(),
+            input_tokens: 1,
+            cached_input_tokens: 0,
+            cache_write_tokens: 0,
+            output_tokens: 1,
+            cost: Money(cost),
+            status: 200,
+            cut_off: false,
+            at_ms: 0,
+            overhead_us: None,
+        }
+    }
+
+    async fn settle_tasks() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn background_extension_fires_at_the_low_water_mark() {
+        // Lease 1 000, low water 25 %: extend once the slice is below 250.
+        let (l, api) = counting_ledger(100_000, 1_000, None);
+        let slot = l.slot("t", "p");
+        let r1 = l.reserve("t", "p", Money(700)).await.unwrap();
+        settle_tasks().await;
+        assert_eq!(api.acquires.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            api.extends.load(Ordering::SeqCst),
+            0,
+            "300 left: above the mark"
+        );
+        let r2 = l.reserve("t", "p", Money(100)).await.unwrap();
+        // The request did not wait for the extension: the slice is still what it was.
+        assert_eq!(slot.available(), Money(200));
+        settle_tasks().await;
+        assert_eq!(
+            api.extends.load(Ordering::SeqCst),
+            1,
+            "200 left: below the mark, one background extension"
+        );
+        assert_eq!(slot.available(), Money(1_200), "one more lease slice");
+        let r3 = l.reserve("t", "p", Money(50)).await.unwrap();
+        settle_tasks().await;
+        assert_eq!(
+            api.extends.load(Ordering::SeqCst),
+            1,
+            "above the mark again"
+        );
+        for r in [r1, r2, r3] {
+            r.settle(Money(10), None);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fail_open_admits_up_to_the_cap_then_refuses_and_resets_when_control_answers() {
+        let (l, api) = counting_ledger(100_000, 1_000, Some(500));
+        let metric = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("fail_open_test", "test"),
+            &["project"],
+        )
+        .unwrap();
+        l.observe_fail_open(metric.clone());
+        let slot = l.slot("t", "p");
+        // The whole lease slice is used, then control goes away.
+        let r = l.reserve("t", "p", Money(1_000)).await.unwrap();
+        api.down.store(true, Ordering::SeqCst);
+        r.settle(Money(1_000), Some(event(1, 1_000)));
+        settle_tasks().await;
+        let r = l.reserve("t", "p", Money(300)).await.unwrap();
+        r.settle(Money(300), Some(event(2, 300)));
+        assert_eq!(l.fail_open_used("p"), Money(300));
+        assert_eq!(
+            l.reserve("t", "p", Money(300)).await.err(),
+            Some(Refusal::Unavailable),
+            "300 + 300 > the 500 cap"
+        );
+        // A stream's chunks draw from the allowance too.
+        let mut r = l.reserve("t", "p", Money(150)).await.unwrap();
+        assert!(r.charge(Money(150)).await);
+        assert!(r.charge(Money(50)).await, "450 → 500: exactly the cap");
+        assert!(!r.charge(Money(1)).await, "the cap is used up: cut off");
+        r.settle(Money(200), Some(event(3, 200)));
+        assert_eq!(l.fail_open_used("p"), Money(500));
+        assert_eq!(metric.with_label_values(&["p"]).get(), 500);
+        assert_eq!(
+            l.reserve("t", "p", Money(1)).await.err(),
+            Some(Refusal::Unavailable)
+        );
+        // Fail-open spend is ordinary spend on the lease (beyond its grant), with its events.
+        let (_, rep) = l.take_report(&slot).await.unwrap();
+        assert_eq!(rep.spent, Money(1_500));
+        assert_eq!(rep.events.len(), 3);
+        // Control answers again: normal leases, and a fresh allowance for the next outage.
+        api.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(1)).await; // past the outage memo
+        let r = l.reserve("t", "p", Money(100)).await.unwrap();
+        assert_eq!(api.extends.load(Ordering::SeqCst), 1);
+        assert_eq!(l.fail_open_used("p"), Money::ZERO);
+        r.settle(Money(100), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fail_closed_refuses_when_control_is_unreachable() {
+        let (l, api) = counting_ledger(100_000, 1_000, None);
+        let r = l.reserve("t", "p", Money(1_000)).await.unwrap();
+        api.down.store(true, Ordering::SeqCst);
+        r.settle(Money(1_000), None);
+        assert_eq!(
+            l.reserve("t", "p", Money(1)).await.err(),
+            Some(Refusal::Unavailable)
+        );
+        assert_eq!(l.fail_open_used("p"), Money::ZERO);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unleased_fail_open_spend_goes_on_the_next_lease() {
+        // Control is down before this token ever got a lease.
+        let (l, api) = counting_ledger(100_000, 1_000, Some(1_000));
+        api.down.store(true, Ordering::SeqCst);
+        let slot = l.slot("t", "p");
+        l.reserve("t", "p", Money(300))
+            .await
+            .unwrap()
+            .settle(Money(300), Some(event(1, 300)));
+        assert!(
+            l.take_report(&slot).await.is_none(),
+            "no lease to report on yet"
+        );
+        api.down.store(false, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        l.reserve("t", "p", Money(100))
+            .await
+            .unwrap()
+            .settle(Money(100), Some(event(2, 100)));
+        let (_, rep) = l.take_report(&slot).await.unwrap();
+        assert_eq!((rep.seq, rep.spent, rep.events.len()), (1, Money(400), 2));
     }
 }

@@ -5,9 +5,11 @@
 //! at the input rate plus a minimum output reservation; it is reserved from the token's lease
 //! slice without any network call when the slice covers it ([`crate::ledger`]), and the
 //! prompt part is charged at once so a cut-off stream still pays for its prompt. A budget
-//! that cannot cover it → 402 `budget_exceeded`; control unreachable with no lease left →
-//! 503 (fail closed). Routes that cost nothing (model lists, token counting, pass-through)
-//! skip the stage.
+//! that cannot cover it → 402 `budget_exceeded`. Control unreachable with no lease left →
+//! 503 `upstream_unavailable` + `Retry-After` (fail closed: the budget is not known to be
+//! gone, so not a 402), or with `budget.fail_mode = "open"` the request is admitted from the
+//! project's fail-open allowance until that is used too, then the same 503. Routes that cost
+//! nothing (model lists, token counting, pass-through) skip the stage.
 
 use iron_core::ErrorCode;
 use iron_core::meter::Meter;
@@ -62,11 +64,16 @@ pub async fn admit(
     }
     let mut reservation = shared.ledger.reserve(&claims.sub, &claims.prj, estimate).await.map_err(|r| {
         if r == Refusal::BudgetExceeded {
-            shared.metrics.budget_denials.with_label_values(&[claims.prj.as_str()]).inc();
+            shared.metrics.budget_denials.with_label_values(&[shared.metrics.project(&claims.prj)]).inc();
         }
         match r {
             Refusal::BudgetExceeded => ProxyError::new(ErrorCode::BudgetExceeded, "the budget for this token or project is exhausted"),
             Refusal::TokenRevoked => ProxyError::new(ErrorCode::TokenRevoked, "this Iron token has been revoked"),
+            Refusal::Unavailable if shared.budget.fail_open_cap.is_some() => ProxyError::new(
+                ErrorCode::UpstreamUnavailable,
+                "the budget service is unreachable and this proxy's lease and fail-open allowance are used up",
+            )
+            .with_retry_after(1),
             Refusal::Unavailable => ProxyError::new(
                 ErrorCode::UpstreamUnavailable,
                 "the budget service is unreachable and this proxy's lease is used up (fail closed)",
