@@ -31,6 +31,8 @@ pub struct Deployment {
     pub credential: HeaderValue,
     /// The raw key, kept to scrub it from upstream error bodies.
     pub api_key: Zeroizing<String>,
+    /// This deployment's own timeouts (static `[[providers]]`); unset ones use `[upstream]`.
+    pub timeouts: crate::config::TimeoutOverrides,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -49,6 +51,11 @@ impl Deployment {
 
     pub fn serves(&self, model: &str) -> bool {
         self.models.iter().any(|p| glob_match(p, model))
+    }
+
+    /// The timeouts of an exchange with this deployment (`[upstream]` unless overridden).
+    pub fn timeouts(&self, defaults: crate::client::Timeouts) -> crate::client::Timeouts {
+        self.timeouts.apply(defaults)
     }
 
     pub fn new(
@@ -78,6 +85,7 @@ impl Deployment {
             priority,
             credential,
             api_key,
+            timeouts: Default::default(),
         })
     }
 }
@@ -195,6 +203,10 @@ impl Routing {
                     p.priority,
                     p.api_key.clone(),
                 )
+                .map(|d| Deployment {
+                    timeouts: p.timeouts,
+                    ..d
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         Routing::new(

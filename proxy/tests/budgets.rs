@@ -269,3 +269,83 @@ async fn exhausted_budget_is_refused_before_upstream() {
     assert_eq!(resp.headers()["x-iron-error"], "unknown_model_price");
     assert_eq!(h.mock.request_count(), 0);
 }
+
+/// Issue 4 acceptance 3 in the Anthropic shape: the same $0.001 budget and a 10,000-token
+/// `/v1/messages` stream: partial content, then `event: error` (`budget_exceeded`) as the
+/// last event; the upstream stream was aborted; spend stays within the limit + one chunk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anthropic_stream_is_cut_off_when_the_budget_is_gone() {
+    let h = Harness::start().await;
+    let model = "claude-haiku-4-5";
+    let resp = reqwest::Client::new()
+        .post(h.url("/v1/messages"))
+        .header("x-api-key", h.token_for("prj_budget"))
+        .header("anthropic-version", "2023-06-01")
+        .header("x-mock-tokens", "10000")
+        .json(
+            &serde_json::json!({"model": model, "max_tokens": 20000, "stream": true,
+            "messages": [{"role": "user", "content": "Say hello"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.unwrap();
+    let events = iron_testkit::parse_sse(&text);
+    let content = events
+        .iter()
+        .filter_map(|e| e.json())
+        .filter(|j| j["type"] == "content_block_delta" && j["delta"]["text"].is_string())
+        .count();
+    assert!(content > 10, "partial content first ({content} deltas)");
+    assert!(content < 10_000, "but not the whole answer");
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("error"), "{text}");
+    let last = last.json().unwrap();
+    assert_eq!(last["type"], "error", "{last}");
+    // Anthropic shape (core::error): `error.type` is Anthropic's own taxonomy so its SDKs
+    // map it; Iron's code is `error.code` (and the message prefix).
+    assert_eq!(last["error"]["code"], "budget_exceeded", "{last}");
+    assert_eq!(last["error"]["type"], "billing_error", "{last}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("budget_exceeded: "),
+        "{last}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.event.as_deref() == Some("message_stop")),
+        "the stream did not end normally"
+    );
+    h.mock
+        .wait_for(Duration::from_secs(5), |m| m.streams_aborted() == 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.mock.streams_completed(),
+        0,
+        "the upstream stream was closed early"
+    );
+
+    let events = reported(&h, 1).await;
+    let one_chunk = price(model).output_cost(1).micros();
+    let spent = events[0].cost.micros();
+    println!("anthropic cut-off: {content} deltas delivered, spent {spent} µ$ of 1000 µ$");
+    assert!(
+        spent <= 1_000 + one_chunk,
+        "spent {spent} µ$ > limit + one chunk ({one_chunk} µ$)"
+    );
+    assert!(events[0].cut_off);
+    assert_eq!(events[0].model, model);
+    let m = h.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "iron_proxy_stream_cutoffs_total{project=\"prj_budget\"}"
+        ),
+        1.0
+    );
+}

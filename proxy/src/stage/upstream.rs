@@ -8,6 +8,10 @@
 //! connection failures, 502/503/504, and 429 when another deployment can take the request.
 //! A first-byte timeout is not retried (the provider may be working on it) → 504. A pooled
 //! connection that turns out to be stale is retried once on a fresh one without counting.
+//!
+//! Timeouts (connect, first byte, idle between streamed chunks) are per deployment:
+//! `[[providers]]` overrides, else `[upstream]` ([`Deployment::timeouts`]). The idle timeout
+//! is left on the session as its read timeout, so the *stream* stage's body reads use it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +25,7 @@ use pingora_http::RequestHeader;
 use tokio::time::Instant;
 
 use crate::breaker::{Admission, Breakers, Outcome};
-use crate::client::{AddrError, Net, peer};
+use crate::client::{AddrError, Net, Timeouts, peer};
 use crate::error::ProxyError;
 use crate::state::Deployment;
 
@@ -107,7 +111,13 @@ pub async fn send(
     body: Bytes,
 ) -> Result<Exchange, ProxyError> {
     let started = Instant::now();
-    let deadline = started + net.timeouts.first_byte;
+    // One overall deadline: the longest first-byte timeout of the candidate deployments.
+    let deadline = started
+        + deployments
+            .iter()
+            .map(|d| d.timeouts(net.timeouts).first_byte)
+            .max()
+            .unwrap_or(net.timeouts.first_byte);
     let mut attempts = 0;
     let mut next = 0usize;
     let mut last_err: Option<ProxyError> = None;
@@ -148,23 +158,26 @@ pub async fn send(
         }
         let has_other = deployments.len() > 1;
         let can_retry = attempts < MAX_ATTEMPTS && Instant::now() < deadline;
+        let timeouts = dep.timeouts(net.timeouts);
         // Pingora enforces the per-read timeouts; this bounds the whole attempt as well, so a
         // late timer can never stretch an attempt (or start another) past the deadline.
-        let budget = net.timeouts.connect + net.timeouts.first_byte;
-        let result =
-            match tokio::time::timeout(budget, attempt(net, &dep, head_for(&dep)?, body.clone()))
-                .await
-            {
-                Ok(r) => r,
-                Err(_) => Err(AttemptError {
-                    err: ProxyError::new(
-                        ErrorCode::UpstreamTimeout,
-                        format!("provider `{}` did not answer in time", dep.name),
-                    ),
-                    retryable: false,
-                    refused: false,
-                }),
-            };
+        let budget = timeouts.connect + timeouts.first_byte;
+        let result = match tokio::time::timeout(
+            budget,
+            attempt(net, &dep, timeouts, head_for(&dep)?, body.clone()),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(AttemptError {
+                err: ProxyError::new(
+                    ErrorCode::UpstreamTimeout,
+                    format!("provider `{}` did not answer in time", dep.name),
+                ),
+                retryable: false,
+                refused: false,
+            }),
+        };
         match result {
             Ok((mut session, peer)) => {
                 let status = session.response_header().map_or(0, |h| h.status.as_u16());
@@ -217,6 +230,7 @@ pub async fn send(
 async fn attempt(
     net: &Net,
     dep: &Deployment,
+    timeouts: Timeouts,
     head: RequestHeader,
     body: Bytes,
 ) -> Result<(HttpSession, HttpPeer), AttemptError> {
@@ -239,7 +253,7 @@ async fn attempt(
             ),
             retryable: true,
         })?;
-    let peer = peer(&dep.endpoint, addr, net.timeouts);
+    let peer = peer(&dep.endpoint, addr, timeouts);
     let mut fresh_retry_done = false;
     loop {
         let (mut session, reused) = net
@@ -247,11 +261,11 @@ async fn attempt(
             .get_http_session(&peer)
             .await
             .map_err(|e| classify(&e, dep))?;
-        session.set_read_timeout(Some(net.timeouts.first_byte));
-        session.set_write_timeout(Some(net.timeouts.first_byte));
+        session.set_read_timeout(Some(timeouts.first_byte));
+        session.set_write_timeout(Some(timeouts.first_byte));
         match exchange(&mut session, head.clone(), body.clone()).await {
             Ok(()) => {
-                session.set_read_timeout(Some(net.timeouts.idle));
+                session.set_read_timeout(Some(timeouts.idle));
                 return Ok((session, peer));
             }
             // A stale pooled connection: nothing was answered, try once on a new one.

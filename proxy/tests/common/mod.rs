@@ -40,6 +40,9 @@ pub struct Options<'a> {
     pub fallback: bool,
     /// Extra lines for `[security]`.
     pub security: &'a str,
+    /// TOML appended at the end (more `[[providers]]` / `[[projects]]`); `{mock}` stands for
+    /// the primary mock's base URL.
+    pub extra: &'a str,
 }
 
 impl Harness {
@@ -77,6 +80,7 @@ impl Harness {
         let pk = key.public_key();
         let (addr, admin) = (free_addr(), free_addr());
         let base = mock.base_url();
+        let extra = opts.extra.replace("{mock}", &base);
         let toml = format!(
             r#"
 [server]
@@ -121,6 +125,10 @@ rpm = 3
 id = "prj_block"
 pii = {{ request = {{ EMAIL = "block", US_SSN = "block" }} }}
 
+[[projects]]
+id = "prj_irreversible"
+pii = {{ reversible = false }}
+
 [[providers]]
 id = "mock-openai"
 kind = "openai"
@@ -135,6 +143,8 @@ id = "mock-anthropic"
 kind = "anthropic"
 base_url = "{base}"
 api_key_env = "MOCK_ANTHROPIC_KEY"
+
+{extra}
 "#,
             kid = pk.kid,
             x = pk.x,
@@ -222,4 +232,48 @@ pub fn chat_body(stream: bool) -> serde_json::Value {
         "stream": stream,
         "messages": [{"role": "user", "content": "Say hello"}]
     })
+}
+
+/// Waits (up to 5 s) until the in-process budget authority (static mode) has received the
+/// usage events of `n` requests; the reporter delivers them every second.
+pub async fn reported_usage(h: &Harness, n: usize) -> Vec<iron_core::lease::UsageEvent> {
+    let local = h.proxy.shared.local_leases.clone().unwrap();
+    for _ in 0..100 {
+        let events = local.events.lock().unwrap().clone();
+        if events.len() >= n {
+            return events;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("usage events were not reported");
+}
+
+/// A loopback address that accepts no connection: a listener with a backlog of 0 whose
+/// queue is already full (never accepted), so further SYNs are dropped and a connect hangs
+/// until the client's connect timeout. Keep the returned guard alive while using the address.
+pub struct Unanswered {
+    pub addr: SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+pub fn unanswered_addr() -> Unanswered {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..16 {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(200)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => {
+                return Unanswered {
+                    addr,
+                    _listener: listener,
+                    _fillers: fillers,
+                };
+            }
+        }
+    }
+    panic!("the listen queue of {addr} never filled up");
 }
