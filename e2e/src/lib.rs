@@ -84,8 +84,41 @@ impl IronUp {
 
     /// [`IronUp::start`] with extra `iron up` arguments (e.g. `--dashboard-dir`).
     pub async fn start_with(data_dir: &Path, extra: &[&str]) -> anyhow::Result<IronUp> {
+        Self::spawn(data_dir, extra, &[], None).await
+    }
+
+    /// A first-start check: `iron up` with `extra` arguments (e.g. `--upstream-base-url`) and
+    /// `env` set (e.g. `OPENAI_API_KEY`), its stderr appended to `stderr_file`, so that
+    /// `process.output()` is exactly what it printed on stdout (the banner).
+    pub async fn start_stdout_only(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr_file: &Path,
+    ) -> anyhow::Result<IronUp> {
+        Self::spawn(data_dir, extra, env, Some(stderr_file)).await
+    }
+
+    async fn spawn(
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        stderr_file: Option<&Path>,
+    ) -> anyhow::Result<IronUp> {
         let (proxy, control, admin) = (free_addr(), free_addr(), free_addr());
-        let mut cmd = tokio::process::Command::new(cargo_bin("iron"));
+        let mut cmd = match stderr_file {
+            // `exec` keeps the pid: killing the handle kills `iron` itself.
+            Some(file) => {
+                let mut c = tokio::process::Command::new("sh");
+                c.arg("-c")
+                    .arg(r#"f=$1; shift; exec "$@" 2>>"$f""#)
+                    .arg("sh")
+                    .arg(file)
+                    .arg(cargo_bin("iron"));
+                c
+            }
+            None => tokio::process::Command::new(cargo_bin("iron")),
+        };
         cmd.arg("up")
             .arg("--data-dir")
             .arg(data_dir)
@@ -96,6 +129,9 @@ impl IronUp {
             .env_remove("IRON_DASHBOARD_DIR")
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_API_KEY");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let process = ChildProcess::spawn(cmd).await?;
         wait_for_tcp(control, Duration::from_secs(30))
             .await
@@ -230,6 +266,15 @@ impl Proxy {
 
     /// Starts with its spill dir inside `dir` (reuse a dir to restart "the same" proxy).
     pub async fn start_in(control_url: &str, dir: tempfile::TempDir) -> anyhow::Result<Proxy> {
+        Self::start_in_with_env(control_url, dir, &[]).await
+    }
+
+    /// [`Proxy::start_in`] with extra environment variables (`OTEL_*`, `IRON_*` overrides).
+    pub async fn start_in_with_env(
+        control_url: &str,
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Proxy> {
         let (addr, admin) = (free_addr(), free_addr());
         let config = dir.path().join("proxy.toml");
         std::fs::write(
@@ -239,6 +284,46 @@ impl Proxy {
                  [security]\nallow_private_upstreams = true\n\n\
                  [budget]\nspill_dir = \"{}\"\nlease_usd = \"0.01\"\n\n[control]\nurl = \"{control_url}\"\n",
                 dir.path().join("spill").display()
+            ),
+        )?;
+        let mut cmd = tokio::process::Command::new(cargo_bin("iron-proxy"));
+        cmd.arg("--config")
+            .arg(&config)
+            .env("IRON_PROXY_SECRET", PROXY_SECRET);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let process = ChildProcess::spawn(cmd).await?;
+        wait_for_tcp(addr, Duration::from_secs(30))
+            .await
+            .with_context(|| process.output())?;
+        Ok(Proxy {
+            process,
+            addr,
+            admin,
+            dir,
+        })
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// A proxy whose `[budget]` section is exactly `budget` (e.g. without `spill_dir`, or
+    /// with `fail_mode = "open"`); otherwise configured like [`Proxy::start_in`].
+    pub async fn start_with_budget(
+        control_url: &str,
+        dir: tempfile::TempDir,
+        budget: &str,
+    ) -> anyhow::Result<Proxy> {
+        let (addr, admin) = (free_addr(), free_addr());
+        let config = dir.path().join("proxy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\nthreads = 2\nshutdown_grace_secs = 10\n\n\
+                 [security]\nallow_private_upstreams = true\n\n\
+                 [budget]\n{budget}\n\n[control]\nurl = \"{control_url}\"\n"
             ),
         )?;
         let mut cmd = tokio::process::Command::new(cargo_bin("iron-proxy"));
@@ -257,8 +342,27 @@ impl Proxy {
         })
     }
 
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+    /// Σ of the values of metric `name` on the admin port, over the series whose labels
+    /// include every `(label, value)` of `labels` (0 when there is none).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                let metric = series.split('{').next()?;
+                let wanted = metric == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| series.contains(&format!("{k}=\"{v}\"")));
+                wanted.then(|| value.parse::<f64>().ok()).flatten()
+            })
+            .sum()
     }
 
     /// Waits until `/readyz` says the routing table is loaded.

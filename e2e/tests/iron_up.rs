@@ -275,3 +275,132 @@ async fn iron_up_mint_call_revoke_restart() {
         assert!(!o.contains(PROVIDER_KEY), "provider key in output: {o}");
     }
 }
+
+/// `iron up` bootstrap on a fresh data dir, at the binary level: the admin key is printed
+/// once on stdout and saved 0600, the `export OPENAI_BASE_URL=…/v1` line is printed, the
+/// `openai` provider comes from `OPENAI_API_KEY` (no `provider add`) and a freshly minted
+/// token reaches the mock with that key; a restart prints no admin key, and the provider key
+/// is in no captured output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_banner_and_env_providers() {
+    const ENV_KEY: &str = "sk-test-ENV-openai-key-5b1e0d7c9a";
+    let mock = MockUpstream::start().await.unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("iron-data");
+    let upstream = mock.base_url();
+    let args = ["--upstream-base-url", upstream.as_str()];
+    let env = [("OPENAI_API_KEY", ENV_KEY)];
+    let last_line = "Then: iron project create demo";
+
+    let stderr1 = root.path().join("first.stderr");
+    let up = IronUp::start_stdout_only(&dir, &args, &env, &stderr1)
+        .await
+        .unwrap();
+    up.process
+        .wait_for_line(last_line, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let stdout1 = up.process.output();
+    assert!(up.admin_key.starts_with("iron_ak_"), "{}", up.admin_key);
+    assert_eq!(
+        stdout1.matches(up.admin_key.as_str()).count(),
+        1,
+        "the admin key is shown exactly once:\n{stdout1}"
+    );
+    let export = format!("export OPENAI_BASE_URL=http://{}/v1", up.proxy);
+    assert!(
+        stdout1.lines().any(|l| l.trim() == export),
+        "no `{export}` line:\n{stdout1}"
+    );
+    assert!(
+        stdout1
+            .lines()
+            .any(|l| l.contains("provider openai") && l.contains("created from the environment")),
+        "{stdout1}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("admin.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "admin.key mode {mode:o}");
+    }
+
+    // No `provider add`: the provider from OPENAI_API_KEY serves a freshly minted token.
+    let admin = Admin::new(&up.control_url(), &up.admin_key);
+    let (status, providers) = admin
+        .call(reqwest::Method::GET, "/v1/providers", None)
+        .await;
+    assert_eq!(status, 200, "{providers}");
+    let names: Vec<&str> = providers["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{providers}"))
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(names, ["openai"], "{providers}");
+    let project = admin.project("demo", None).await;
+    let (_, token) = admin.mint(&project).await;
+    // The proxy learns about the new project from control's event stream (a moment later).
+    let minted_at = Instant::now();
+    let (status, body) = loop {
+        let (status, body) = chat(&up.proxy_url(), &token, false).await;
+        if status != 401 || minted_at.elapsed() > Duration::from_secs(5) {
+            break (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 200, "{body}\n{}", up.process.output());
+    assert!(body.contains("\"content\""), "{body}");
+    let reqs = mock.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(
+        reqs[0].header("authorization"),
+        Some(format!("Bearer {ENV_KEY}").as_str()),
+        "the upstream got the key from OPENAI_API_KEY"
+    );
+    let mut captured = vec![stdout1, format!("{providers}"), body];
+    let admin_key = up.admin_key.clone();
+    drop(up);
+
+    // Restart on the same dir: the admin key is not printed again; the provider is kept.
+    let stderr2 = root.path().join("second.stderr");
+    let up = IronUp::start_stdout_only(&dir, &args, &env, &stderr2)
+        .await
+        .unwrap();
+    up.process
+        .wait_for_line(last_line, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let stdout2 = up.process.output();
+    assert_eq!(up.admin_key, admin_key);
+    assert!(
+        !stdout2.contains(&admin_key),
+        "admin key printed again:\n{stdout2}"
+    );
+    assert!(
+        stdout2
+            .lines()
+            .any(|l| l.contains("provider openai") && l.contains("unchanged from the environment")),
+        "{stdout2}"
+    );
+    assert!(stdout2.contains(&format!("export OPENAI_BASE_URL=http://{}/v1", up.proxy)));
+    let (status, body) = chat(&up.proxy_url(), &token, false).await;
+    assert_eq!(status, 200, "the token survives the restart: {body}");
+    captured.push(stdout2);
+    captured.push(body);
+    drop(up);
+
+    captured.push(std::fs::read_to_string(&stderr1).unwrap());
+    captured.push(std::fs::read_to_string(&stderr2).unwrap());
+    for c in &captured {
+        assert!(
+            !c.contains(ENV_KEY),
+            "provider key in captured output:\n{c}"
+        );
+    }
+    let hits = scan_dir_for(&dir, ENV_KEY.as_bytes());
+    assert!(hits.is_empty(), "provider key in plaintext in {hits:?}");
+}
