@@ -2,9 +2,12 @@
 //! (`iron-control` on its embedded store + `iron-proxy`) — OpenAI and Anthropic calls,
 //! streams, PII, provider faults that trip the breaker, a provider 401, bad input, bad
 //! tokens, revocation — then every byte the system emitted is scanned for the secrets it
-//! holds: agent responses (status line, headers, body), both processes' logs, both
-//! `/metrics`, every control API answer (incl. usage and audit exports and the proxies'
-//! internal API), the control data dir and the proxy's spill dir. Zero hits allowed.
+//! holds (provider keys, master key, proxy secret, admin key, the minted IC token and the
+//! forged one): agent responses (status line, headers, body), both processes' logs (the
+//! proxy's as JSON), both `/metrics`, the proxy's spans as exported over OTLP/HTTP to an
+//! in-test receiver, every control API answer (incl. usage and audit exports and the
+//! proxies' internal API), the control data dir and the proxy's spill dir. The PII values
+//! sent in a prompt must not appear anywhere but the agent's own answers. Zero hits allowed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -12,12 +15,16 @@ use std::time::Duration;
 
 use base64::Engine;
 use iron_e2e::*;
-use iron_testkit::MockUpstream;
+use iron_testkit::{MockUpstream, OtlpReceiver};
 use reqwest::Method;
 use serde_json::json;
 
 const OPENAI_KEY: &str = "sk-leakhunt-OPENAI-9d8c7b6a5f4e3d2c1b0a";
 const ANTHROPIC_KEY: &str = "sk-ant-leakhunt-ANTHROPIC-0a1b2c3d4e5f";
+/// PII values sent in a prompt (Iron redacts them before the provider; the mock echoes the
+/// placeholders, which Iron restores in the agent's answer only).
+const PII_EMAIL: &str = "jane.doe@example.com";
+const PII_PHONE: &str = "+1 415 555 2671";
 
 /// Everything the system said, labelled by where it came from.
 #[derive(Default)]
@@ -135,7 +142,19 @@ async fn no_secret_leaves_the_system() {
     admin.project("leaky", Some("5")).await;
     let (token_id, token) = admin.mint("leaky").await;
 
-    let proxy = Proxy::start(&control.url()).await.unwrap();
+    let otlp = OtlpReceiver::start().await.unwrap();
+    let proxy = Proxy::start_in_with_env(
+        &control.url(),
+        tempfile::tempdir().unwrap(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp.endpoint()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("IRON_SERVER__LOG_FORMAT", "json"),
+        ],
+    )
+    .await
+    .unwrap();
     proxy.ready().await.unwrap();
     let http = reqwest::Client::new();
     let chat = format!("{}/v1/chat/completions", proxy.url());
@@ -329,6 +348,30 @@ async fn no_secret_leaves_the_system() {
         out.add(label, bytes);
     }
 
+    // Spans: one `iron.request` span per agent call, exported in batches.
+    let calls = out
+        .0
+        .iter()
+        .filter(|(l, _)| l.starts_with("agent response"))
+        .count();
+    let mut request_spans = 0;
+    for _ in 0..100 {
+        request_spans = otlp
+            .spans()
+            .iter()
+            .filter(|s| s["name"] == "iron.request")
+            .count();
+        if request_spans >= calls {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        request_spans >= calls,
+        "{request_spans} request spans exported for {calls} agent calls"
+    );
+    out.add("proxy spans (OTLP)", otlp.raw());
+
     // Logs (one line per request, written as it ends) and files at rest.
     let spill = proxy.dir.path().to_owned();
     let proxy_log = proxy.process.output();
@@ -337,20 +380,28 @@ async fn no_secret_leaves_the_system() {
     out.add_dir(&spill);
     out.add_dir(data.path());
     assert!(
-        proxy_log.contains("request"),
-        "the proxy logged no requests: {proxy_log}"
+        proxy_log.contains("\"message\":\"request\""),
+        "the proxy logged no JSON request lines: {proxy_log}"
     );
 
     let master_raw = base64::engine::general_purpose::STANDARD
         .decode(MASTER_KEY)
         .unwrap();
-    let needles: [(&str, &[u8]); 6] = [
+    let forged_token = &forged["Bearer ".len()..];
+    let needles: [(&str, &[u8]); 8] = [
         ("OpenAI provider key", OPENAI_KEY.as_bytes()),
         ("Anthropic provider key", ANTHROPIC_KEY.as_bytes()),
         ("master key (base64)", MASTER_KEY.as_bytes()),
         ("master key (raw)", &master_raw),
         ("proxy secret", PROXY_SECRET.as_bytes()),
         ("admin key", ADMIN_KEY.as_bytes()),
+        ("IC token", token.as_bytes()),
+        ("forged IC token", forged_token.as_bytes()),
+    ];
+    // The agent gets its own PII back (restored placeholders); nothing else may hold it.
+    let pii_needles: [(&str, &[u8]); 2] = [
+        ("PII e-mail from a prompt", PII_EMAIL.as_bytes()),
+        ("PII phone number from a prompt", PII_PHONE.as_bytes()),
     ];
     // The scanner itself works: a planted copy is found.
     let mut planted = Emitted::default();
@@ -368,6 +419,18 @@ async fn no_secret_leaves_the_system() {
             leaks.push(format!("{name} in {label}"));
         }
     }
+    for (name, needle) in pii_needles {
+        for label in out.hits(needle) {
+            if !label.starts_with("agent response") {
+                leaks.push(format!("{name} in {label}"));
+            }
+        }
+    }
+    assert_eq!(
+        out.hits(PII_EMAIL.as_bytes()),
+        ["agent response: pii echo"],
+        "the agent gets its e-mail back (restored), so the PII scan can see it"
+    );
     assert!(
         leaks.is_empty(),
         "secrets leaked ({} outputs, {scanned} bytes scanned):\n{}",

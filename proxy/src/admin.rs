@@ -35,7 +35,9 @@ fn refresh_gauges(shared: &Shared) {
     }
     let mut by_project = std::collections::HashMap::<String, u64>::new();
     for slot in shared.ledger.slots() {
-        *by_project.entry(slot.project_id.clone()).or_default() += slot.available().micros();
+        *by_project
+            .entry(m.project(&slot.project_id).to_owned())
+            .or_default() += slot.available().micros();
     }
     for (project, left) in by_project {
         m.lease_remaining

@@ -10,9 +10,11 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use pingora_core::connectors::ConnectorOptions;
 use pingora_core::protocols::ALPN;
 use pingora_core::upstreams::peer::HttpPeer;
 
@@ -154,6 +156,27 @@ pub fn peer(endpoint: &Endpoint, addr: SocketAddr, t: Timeouts) -> HttpPeer {
     peer
 }
 
+/// Idle upstream connections kept (pingora's default when no options are given).
+const UPSTREAM_POOL_SIZE: usize = 128;
+
+/// Checks that `file` is a PEM file of one or more certificates that rustls accepts as trust
+/// anchors (the same loader pingora uses); returns how many. The error names the file only.
+pub fn check_ca_file(file: &Path) -> Result<usize, String> {
+    if file.to_str().is_none() {
+        return Err(format!("{}: the path is not UTF-8", file.display()));
+    }
+    let mut store = pingora_core::tls::RootCertStore::empty();
+    pingora_core::tls::load_ca_file_into_store(file, &mut store)
+        .map_err(|e| format!("{}: {}", file.display(), e))?;
+    if store.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate in the file",
+            file.display()
+        ));
+    }
+    Ok(store.len())
+}
+
 /// Everything needed to talk to providers, shared by all requests.
 pub struct Net {
     pub connector: pingora_core::connectors::http::Connector,
@@ -174,6 +197,7 @@ impl std::fmt::Debug for Net {
 }
 
 impl Net {
+    /// Trusting the platform's CAs for https upstreams.
     pub fn new(timeouts: Timeouts, pool_idle: Duration, allow_private: bool) -> Self {
         Net {
             connector: pingora_core::connectors::http::Connector::new(None),
@@ -182,6 +206,34 @@ impl Net {
             pool_idle,
             allow_private,
         }
+    }
+
+    /// Like [`Net::new`], but with `ca_file` (`upstream.ca_file`) the connector trusts only
+    /// the CAs in that PEM file instead of the platform's (pingora's rustls connector replaces
+    /// its root store with the file). The file is checked first, because pingora panics on a
+    /// file it cannot load.
+    pub fn with_ca_file(
+        timeouts: Timeouts,
+        pool_idle: Duration,
+        allow_private: bool,
+        ca_file: Option<&Path>,
+    ) -> Result<Self, String> {
+        let Some(file) = ca_file else {
+            return Ok(Self::new(timeouts, pool_idle, allow_private));
+        };
+        check_ca_file(file)?;
+        let path = file
+            .to_str()
+            .ok_or_else(|| format!("{}: the path is not UTF-8", file.display()))?;
+        let mut options = ConnectorOptions::new(UPSTREAM_POOL_SIZE);
+        options.ca_file = Some(path.to_owned());
+        Ok(Net {
+            connector: pingora_core::connectors::http::Connector::new(Some(options)),
+            resolver: Resolver::default(),
+            timeouts,
+            pool_idle,
+            allow_private,
+        })
     }
 
     /// The address to connect to for `endpoint`: resolved now (cached briefly), then checked
@@ -243,5 +295,47 @@ mod tests {
         let r = Resolver::default();
         assert_eq!(r.resolve("127.0.0.1", 80).await.unwrap().port(), 80);
         assert!(r.resolve("localhost", 81).await.unwrap().ip().is_loopback());
+    }
+}
+
+/// Async DNS (issue 6): a failed lookup is an error, never a panic; answers are cached for
+/// [`DNS_TTL`].
+#[cfg(test)]
+mod dns_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unresolvable_host_is_an_error_not_a_panic() {
+        let r = Resolver::default();
+        assert!(r.resolve_all("iron-test-host.invalid", 443).await.is_err());
+        assert!(r.resolve("iron-test-host.invalid", 443).await.is_err());
+        // (The provider path turns this into 502 `upstream_error`: tests/reliability.rs
+        // `unresolvable_provider_host_is_a_502`.) Nothing failed is cached.
+        assert!(r.cache.read().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn cached_answer_is_used_within_the_ttl_only() {
+        let r = Resolver::default();
+        let host = "iron-cached-host.invalid";
+        let cached: Addrs = Arc::from([SocketAddr::from(([203, 0, 113, 7], 443))]);
+        r.cache
+            .write()
+            .unwrap()
+            .insert((host.to_owned(), 443), (cached.clone(), Instant::now()));
+        // `.invalid` never resolves: an answer can only come from the cache.
+        assert_eq!(r.resolve_all(host, 443).await.unwrap(), cached);
+        assert_eq!(r.resolve(host, 443).await.unwrap(), cached[0]);
+        // Another port is another entry.
+        assert!(r.resolve_all(host, 444).await.is_err());
+        // Past the TTL the entry is not used: a fresh lookup happens (and fails here).
+        let stale = Instant::now()
+            .checked_sub(DNS_TTL + Duration::from_secs(1))
+            .unwrap();
+        r.cache
+            .write()
+            .unwrap()
+            .insert((host.to_owned(), 443), (cached, stale));
+        assert!(r.resolve_all(host, 443).await.is_err());
     }
 }

@@ -84,6 +84,8 @@ struct RawConfig {
     #[serde(default)]
     control: Option<RawControl>,
     #[serde(default)]
+    metrics: MetricsConfig,
+    #[serde(default)]
     projects: Vec<RawProject>,
     #[serde(default)]
     providers: Vec<RawProvider>,
@@ -194,11 +196,35 @@ pub struct BudgetConfig {
     /// Output tokens reserved up front for every request.
     pub min_output_tokens: u64,
     /// When control is unreachable and the lease is gone: `None` = fail closed (default),
-    /// `Some(cap)` = keep serving up to `cap` of unleased spend per proxy.
+    /// `Some(cap)` = keep serving up to `cap` of unleased spend per project and proxy, per
+    /// outage (`fail_mode = "open"`, `fail_open_cap_usd`).
     pub fail_open_cap: Option<Money>,
     /// Where undeliverable usage reports are spilled (append-only file).
     pub spill_dir: Option<PathBuf>,
     pub proxy_id: String,
+}
+
+/// `[metrics]`: cardinality of the `project` label on the proxy's Prometheus series
+/// (`crate::metrics`). Every project-labelled series keeps the label, so dashboards and
+/// alert rules work either way.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Label series with the project id (default true); `false` puts every project's
+    /// series under `project="all"`.
+    pub project_label: bool,
+    /// Most distinct project ids used as label values (default 100); later projects are
+    /// counted under `project="other"`.
+    pub max_projects: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            project_label: true,
+            max_projects: 100,
+        }
+    }
 }
 
 /// Switches for the costly stages (all on by default). Turning them off gives the bare
@@ -231,6 +257,8 @@ struct RawUpstream {
     breaker_failures: u32,
     breaker_cooldown_secs: u64,
     breaker_max_cooldown_secs: u64,
+    /// PEM file of the CAs trusted for https upstreams, instead of the platform's.
+    ca_file: Option<PathBuf>,
 }
 
 impl Default for RawUpstream {
@@ -243,6 +271,7 @@ impl Default for RawUpstream {
             breaker_failures: 5,
             breaker_cooldown_secs: 30,
             breaker_max_cooldown_secs: 300,
+            ca_file: None,
         }
     }
 }
@@ -310,6 +339,13 @@ struct RawProvider {
     api_key_env: Option<String>,
     #[serde(default)]
     api_key_file: Option<PathBuf>,
+    /// Per-deployment overrides of `[upstream]`'s timeouts (milliseconds).
+    #[serde(default)]
+    connect_timeout_ms: Option<u64>,
+    #[serde(default)]
+    first_byte_timeout_ms: Option<u64>,
+    #[serde(default)]
+    idle_timeout_ms: Option<u64>,
 }
 
 /// Validated proxy configuration.
@@ -321,6 +357,7 @@ pub struct ProxyConfig {
     pub upstream: UpstreamConfig,
     pub source: Source,
     pub security: SecurityConfig,
+    pub metrics: MetricsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -355,6 +392,9 @@ pub struct UpstreamConfig {
     pub idle_timeout: Duration,
     pub pool_idle: Duration,
     pub breaker: crate::breaker::BreakerConfig,
+    /// `upstream.ca_file`: the only CAs trusted for https upstreams (PEM, one or more
+    /// certificates; checked at load). `None` = the platform's trust store.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// Where routing data (keys, projects, providers) comes from.
@@ -407,6 +447,28 @@ pub struct ProviderConfig {
     pub models: Vec<String>,
     pub priority: i32,
     pub api_key: Zeroizing<String>,
+    /// This deployment's own timeouts; unset ones fall back to `[upstream]`.
+    pub timeouts: TimeoutOverrides,
+}
+
+/// Per-deployment timeouts (`[[providers]]` `connect_timeout_ms`, `first_byte_timeout_ms`,
+/// `idle_timeout_ms`); `None` means the `[upstream]` value applies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimeoutOverrides {
+    pub connect: Option<Duration>,
+    pub first_byte: Option<Duration>,
+    pub idle: Option<Duration>,
+}
+
+impl TimeoutOverrides {
+    /// These overrides on top of the `[upstream]` defaults.
+    pub fn apply(&self, defaults: crate::client::Timeouts) -> crate::client::Timeouts {
+        crate::client::Timeouts {
+            connect: self.connect.unwrap_or(defaults.connect),
+            first_byte: self.first_byte.unwrap_or(defaults.first_byte),
+            idle: self.idle.unwrap_or(defaults.idle),
+        }
+    }
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -599,7 +661,11 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
             return Err(invalid(path, "must be greater than 0"));
         }
     }
+    if let Some(file) = &u.ca_file {
+        crate::client::check_ca_file(file).map_err(|m| invalid("upstream.ca_file", m))?;
+    }
     let upstream = UpstreamConfig {
+        ca_file: u.ca_file,
         connect_timeout: Duration::from_millis(u.connect_timeout_ms),
         first_byte_timeout: Duration::from_millis(u.first_byte_timeout_ms),
         idle_timeout: Duration::from_millis(u.idle_timeout_ms),
@@ -680,6 +746,28 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
                 p.api_key_file.as_deref(),
                 env,
             )?;
+            let mut timeouts = TimeoutOverrides::default();
+            for (field, value, slot) in [
+                (
+                    "connect_timeout_ms",
+                    p.connect_timeout_ms,
+                    &mut timeouts.connect,
+                ),
+                (
+                    "first_byte_timeout_ms",
+                    p.first_byte_timeout_ms,
+                    &mut timeouts.first_byte,
+                ),
+                ("idle_timeout_ms", p.idle_timeout_ms, &mut timeouts.idle),
+            ] {
+                match value {
+                    Some(0) => {
+                        return Err(invalid(format!("{path}.{field}"), "must be greater than 0"));
+                    }
+                    Some(ms) => *slot = Some(Duration::from_millis(ms)),
+                    None => {}
+                }
+            }
             providers.push(ProviderConfig {
                 name: p.name.unwrap_or_else(|| p.id.clone()),
                 id: p.id,
@@ -692,6 +780,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
                 },
                 priority: p.priority,
                 api_key,
+                timeouts,
             });
         }
         let mut projects = Vec::with_capacity(raw.projects.len());
@@ -742,16 +831,18 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
     if lease_size == Money::ZERO {
         return Err(invalid("budget.lease_usd", "must be greater than 0"));
     }
+    let cap = money("budget.fail_open_cap_usd", &b.fail_open_cap_usd)?;
     let fail_open_cap = match b.fail_mode.as_str() {
+        // The cap is ignored when failing closed (the chart always sets "0").
         "closed" => None,
-        "open" => {
-            // Not built yet: refuse rather than silently fail closed anyway.
-            let _ = money("budget.fail_open_cap_usd", &b.fail_open_cap_usd)?;
+        "open" if cap == Money::ZERO => {
             return Err(invalid(
-                "budget.fail_mode",
-                "`open` is not supported yet; use `closed`",
+                "budget.fail_open_cap_usd",
+                "fail_mode = \"open\" needs a cap greater than 0: the most unleased spend per \
+                 project this proxy admits while control is unreachable",
             ));
         }
+        "open" => Some(cap),
         other => {
             return Err(invalid(
                 "budget.fail_mode",
@@ -773,6 +864,7 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<ProxyConfig, ConfigError> {
         upstream,
         source,
         security,
+        metrics: raw.metrics,
     })
 }
 
@@ -844,6 +936,119 @@ public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiM
     }
 
     #[test]
+    fn provider_timeouts_override_upstream_ones() {
+        let text = format!(
+            "{KEY}\n[security]\nallow_private_upstreams = true\n[upstream]\nconnect_timeout_ms = 700\n\
+             [[providers]]\nid='a'\nkind='openai'\nbase_url='http://127.0.0.1:1'\napi_key_env='K'\n\
+             first_byte_timeout_ms = 1500\nidle_timeout_ms = 250\n\
+             [[providers]]\nid='b'\nkind='openai'\nbase_url='http://127.0.0.1:2'\napi_key_env='K'\n"
+        );
+        let cfg = ProxyConfig::from_toml(&text, &env(&[("K", "v")])).unwrap();
+        let Source::Static(s) = &cfg.source else {
+            panic!("static expected")
+        };
+        let defaults = crate::client::Timeouts {
+            connect: cfg.upstream.connect_timeout,
+            first_byte: cfg.upstream.first_byte_timeout,
+            idle: cfg.upstream.idle_timeout,
+        };
+        let a = s.providers[0].timeouts.apply(defaults);
+        assert_eq!(
+            a.connect,
+            Duration::from_millis(700),
+            "falls back to [upstream]"
+        );
+        assert_eq!(a.first_byte, Duration::from_millis(1500));
+        assert_eq!(a.idle, Duration::from_millis(250));
+        assert_eq!(s.providers[1].timeouts, TimeoutOverrides::default());
+        let b = s.providers[1].timeouts.apply(defaults);
+        assert_eq!(
+            (b.connect, b.first_byte, b.idle),
+            (
+                Duration::from_millis(700),
+                Duration::from_secs(60),
+                Duration::from_secs(120)
+            )
+        );
+        let err = ProxyConfig::from_toml(
+            &text.replace("idle_timeout_ms = 250", "idle_timeout_ms = 0"),
+            &env(&[("K", "v")]),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("providers[0].idle_timeout_ms"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_request_bytes_defaults_to_32_mib() {
+        let cfg = ProxyConfig::from_toml(KEY, &env(&[])).unwrap();
+        assert_eq!(cfg.server.max_request_bytes, 32 * 1024 * 1024);
+        assert_eq!(cfg.server.max_request_bytes, 33_554_432);
+        let cfg = ProxyConfig::from_toml(
+            &format!("{KEY}\n[server]\nmax_request_bytes = 1048576\n"),
+            &env(&[]),
+        )
+        .unwrap();
+        assert_eq!(cfg.server.max_request_bytes, 1_048_576);
+    }
+
+    #[tokio::test]
+    async fn upstream_ca_file_is_checked_at_load() {
+        assert_eq!(
+            ProxyConfig::from_toml(KEY, &env(&[]))
+                .unwrap()
+                .upstream
+                .ca_file,
+            None,
+            "the platform's trust store by default"
+        );
+        let mock = iron_testkit::MockUpstream::start_tls().await.unwrap();
+        let ca = mock.ca_file().unwrap();
+        let load = |file: &Path| {
+            ProxyConfig::from_toml(
+                &format!(
+                    "{KEY}\n[upstream]\nca_file = {:?}\n",
+                    file.display().to_string()
+                ),
+                &env(&[]),
+            )
+        };
+        let cfg = load(ca).unwrap();
+        assert_eq!(cfg.upstream.ca_file.as_deref(), Some(ca));
+        assert_eq!(crate::client::check_ca_file(ca), Ok(1));
+
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let not_pem = dir.path().join("key.pem");
+        std::fs::write(
+            &not_pem,
+            "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let garbage = dir.path().join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        for bad in [dir.path().join("missing.pem"), empty, not_pem, garbage] {
+            let err = load(&bad).unwrap_err().to_string();
+            assert!(err.contains("upstream.ca_file"), "{}: {err}", bad.display());
+            assert!(err.contains(&bad.display().to_string()), "{err}");
+        }
+        // Env override, like every key.
+        let cfg = ProxyConfig::from_toml(
+            KEY,
+            &env(&[("IRON_UPSTREAM__CA_FILE", ca.to_str().unwrap())]),
+        )
+        .unwrap();
+        assert_eq!(cfg.upstream.ca_file.as_deref(), Some(ca));
+    }
+
+    #[test]
     fn unknown_keys_name_their_path() {
         let err = ProxyConfig::from_toml(&format!("{KEY}\n[server]\nlisten_typo='x'\n"), &env(&[]))
             .unwrap_err();
@@ -882,5 +1087,43 @@ public_keys = [{ kid = "k1", alg = "EdDSA", x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiM
         )
         .unwrap_err();
         assert!(err.to_string().contains("auth_failure_typo"), "{err}");
+    }
+
+    #[test]
+    fn fail_mode_open_needs_a_cap() {
+        let load = |budget: &str| {
+            ProxyConfig::from_toml(&format!("{KEY}\n[budget]\n{budget}\n"), &env(&[]))
+        };
+        assert_eq!(
+            load("").unwrap().budget.fail_open_cap,
+            None,
+            "closed by default"
+        );
+        // The chart's defaults: closed with a "0" cap.
+        let cfg = load("fail_mode = \"closed\"\nfail_open_cap_usd = \"0\"").unwrap();
+        assert_eq!(cfg.budget.fail_open_cap, None);
+        let cfg = load("fail_mode = \"open\"\nfail_open_cap_usd = \"2.50\"").unwrap();
+        assert_eq!(cfg.budget.fail_open_cap, Some(Money(2_500_000)));
+        for (budget, path) in [
+            ("fail_mode = \"open\"", "budget.fail_open_cap_usd"),
+            (
+                "fail_mode = \"open\"\nfail_open_cap_usd = \"0\"",
+                "budget.fail_open_cap_usd",
+            ),
+            (
+                "fail_mode = \"open\"\nfail_open_cap_usd = \"lots\"",
+                "budget.fail_open_cap_usd",
+            ),
+            ("fail_mode = \"ajar\"", "budget.fail_mode"),
+            (
+                "fail_mode = \"Open\"\nfail_open_cap_usd = \"1\"",
+                "budget.fail_mode",
+            ),
+        ] {
+            let err = load(budget).unwrap_err().to_string();
+            assert!(err.contains(path), "{budget}: {err}");
+        }
+        let err = load("fail_mode = \"open\"").unwrap_err().to_string();
+        assert!(err.contains("needs a cap greater than 0"), "{err}");
     }
 }

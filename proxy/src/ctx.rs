@@ -31,7 +31,6 @@ impl Drop for Inflight {
 
 /// Everything Iron knows about one request.
 pub struct RequestCtx {
-    _inflight: Inflight,
     pub started: Instant,
     /// Money set aside by the budget stage; charged per chunk, settled at the end.
     pub reservation: Option<crate::ledger::Reservation>,
@@ -58,6 +57,9 @@ pub struct RequestCtx {
     pub error: Option<iron_core::ErrorCode>,
     /// Time spent waiting for the upstream (excluded from Iron's overhead).
     pub upstream_wait: std::time::Duration,
+    /// Time spent blocked on the agent's socket: reading the request body, writing the
+    /// answer (also excluded from Iron's overhead).
+    pub client_wait: std::time::Duration,
     pub usage: Option<iron_core::pricing::TokenUsage>,
     /// The model's price (budget stage), used to meter chunks and settle.
     pub price: Option<iron_core::pricing::ModelPrice>,
@@ -69,6 +71,9 @@ pub struct RequestCtx {
     pub rate_headers: crate::ratelimit::RateHeaders,
     /// The `tokens` rate counters this request passed, charged the output at settle.
     pub rate_token_checks: Vec<crate::ratelimit::Check>,
+    /// Last field on purpose: fields drop in order, so an unsettled `reservation` queues its
+    /// usage event before shutdown (which waits for zero in flight) can return the leases.
+    _inflight: Inflight,
 }
 
 impl RequestCtx {
@@ -91,6 +96,7 @@ impl RequestCtx {
             span: tracing::Span::none(),
             error: None,
             upstream_wait: std::time::Duration::ZERO,
+            client_wait: std::time::Duration::ZERO,
             usage: None,
             price: None,
             estimated_input_tokens: 0,

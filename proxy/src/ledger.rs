@@ -52,6 +52,9 @@ pub trait LeaseApi: Send + Sync {
     async fn release(&self, lease_id: &str, report: LeaseReport) -> Result<(), LeaseError>;
 }
 
+/// Receives fail-open credit as it is granted: project id and micro-dollars.
+pub type FailOpenObserver = Box<dyn Fn(&str, u64) + Send + Sync>;
+
 /// Ledger tuning.
 #[derive(Debug, Clone, Copy)]
 pub struct LedgerConfig {
@@ -169,8 +172,8 @@ pub struct Ledger {
     batch: tokio::sync::Notify,
     /// Fail-open allowance drawn per project during the current outage (µ$).
     fail_open_used: Mutex<HashMap<String, u64>>,
-    /// `iron_proxy_fail_open_spend_microdollars_total{project}`.
-    fail_open_metric: OnceLock<prometheus::IntCounterVec>,
+    /// Counts fail-open credit: `(project id, µ$)` → `iron_proxy_fail_open_spend_microdollars_total`.
+    fail_open_metric: OnceLock<FailOpenObserver>,
 }
 
 impl std::fmt::Debug for Ledger {
@@ -209,9 +212,10 @@ impl Ledger {
         })
     }
 
-    /// Counts fail-open credit in `metric` (labels: project).
-    pub fn observe_fail_open(&self, metric: prometheus::IntCounterVec) {
-        let _ = self.fail_open_metric.set(metric);
+    /// Reports fail-open credit to `observer` (project id, µ$); the proxy maps the project to
+    /// its capped metrics label there.
+    pub fn observe_fail_open(&self, observer: FailOpenObserver) {
+        let _ = self.fail_open_metric.set(observer);
     }
 
     /// Fail-open allowance drawn by `project` during the current outage.
@@ -381,9 +385,8 @@ impl Ledger {
         *u += short;
         drop(used);
         slot.give_back(short);
-        if let Some(m) = self.fail_open_metric.get() {
-            m.with_label_values(&[slot.project_id.as_str()])
-                .inc_by(short);
+        if let Some(observe) = self.fail_open_metric.get() {
+            observe(&slot.project_id, short);
         }
         true
     }
@@ -1086,7 +1089,10 @@ mod tests {
             &["project"],
         )
         .unwrap();
-        l.observe_fail_open(metric.clone());
+        let m = metric.clone();
+        l.observe_fail_open(Box::new(move |project, micros| {
+            m.with_label_values(&[project]).inc_by(micros)
+        }));
         let slot = l.slot("t", "p");
         // The whole lease slice is used, then control goes away.
         let r = l.reserve("t", "p", Money(1_000)).await.unwrap();

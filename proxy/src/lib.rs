@@ -104,6 +104,7 @@ pub fn build_server(
     };
     let ledger_cfg = ledger::LedgerConfig {
         lease_size: config.budget.lease_size,
+        fail_open_cap: config.budget.fail_open_cap,
         ..Default::default()
     };
     let ledger = ledger::Ledger::new(api, config.budget.proxy_id.clone(), ledger_cfg);
@@ -125,11 +126,14 @@ pub fn build_server(
         rate: Arc::new(ratelimit::RateLimiter::new(rate_api)),
         routing: ArcSwap::from_pointee(routing),
         ready: AtomicBool::new(ready),
-        net: Net::new(
+        net: Net::with_ca_file(
             timeouts,
             config.upstream.pool_idle,
             config.security.allow_private_upstreams,
-        ),
+            config.upstream.ca_file.as_deref(),
+        )
+        .map_err(anyhow::Error::msg)
+        .context("upstream.ca_file")?,
         auth_limiter: guard::AuthLimiter::new(
             config.security.auth_failure_limit,
             config.security.auth_failure_window,
@@ -145,7 +149,7 @@ pub fn build_server(
         ),
         budget: config.budget.clone(),
         server: config.server.clone(),
-        metrics: metrics::Metrics::new().context("metrics registry")?,
+        metrics: metrics::Metrics::new(config.metrics).context("metrics registry")?,
     });
 
     let threads = if config.server.threads == 0 {
@@ -195,15 +199,28 @@ pub fn build_server(
         .metrics
         .control_connected
         .set(i64::from(matches!(config.source, Source::Static(_))));
+    // Weak: `shared` holds the ledger, which holds this observer.
+    let observer = Arc::downgrade(&shared);
+    ledger.observe_fail_open(Box::new(move |project, micros| {
+        let Some(shared) = observer.upgrade() else {
+            return;
+        };
+        let m = &shared.metrics;
+        m.fail_open_spend
+            .with_label_values(&[m.project(project)])
+            .inc_by(micros);
+    }));
     server.add_service(pingora_core::services::background::background_service(
         "iron-usage-reporter",
         reporter::Reporter {
             ledger,
             spill,
+            memory: reporter::MemoryQueue::default(),
             inflight,
             grace: config.server.shutdown_grace,
             exit_when_done: exit_on_drain,
             pending_gauge: Some(shared.metrics.reports_pending.clone()),
+            dropped_counter: Some(shared.metrics.usage_events_dropped.clone()),
         },
     ));
     if let Source::Control(source) = &config.source {

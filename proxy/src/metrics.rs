@@ -1,14 +1,86 @@
 //! Prometheus metrics of the proxy (`design.md` §12), served on the admin port.
 //!
 //! Recorded by `proxy.rs` once per stage run and once per request (in pingora's `logging`
-//! hook, after the response). Labels are low-cardinality: route, provider id, model, code.
+//! hook, after the response). Labels are low-cardinality: route, provider id, model, code;
+//! the `project` label is capped by `[metrics]` ([`ProjectLabels`]).
+//!
+//! `iron_proxy_overhead_seconds` is the time spent inside Iron: the request's total time
+//! minus the time spent waiting on the upstream (connect, time to first byte, every read of
+//! the answer body) and on the agent's socket (reading the request body, writing the
+//! answer). See [`overhead`].
+
+use std::collections::HashSet;
+use std::sync::RwLock;
+use std::time::Duration;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
     TextEncoder,
 };
 
+use crate::config::MetricsConfig;
+use crate::ctx::RequestCtx;
 use crate::stage::Stage;
+
+/// Label value of every project when `[metrics] project_label = false`.
+pub const ALL_PROJECTS: &str = "all";
+/// Label value of the projects beyond `[metrics] max_projects`.
+pub const OTHER_PROJECTS: &str = "other";
+
+/// Maps project ids to `project` label values: the id itself for the first
+/// `max_projects` distinct projects seen, [`OTHER_PROJECTS`] after that, [`ALL_PROJECTS`]
+/// for all of them when the label is switched off. The label itself is always present, so
+/// `sum by (project)` and `{project=~"$project"}` in dashboards stay valid.
+#[derive(Debug)]
+pub struct ProjectLabels {
+    enabled: bool,
+    max: usize,
+    seen: RwLock<HashSet<String>>,
+}
+
+impl ProjectLabels {
+    pub fn new(config: MetricsConfig) -> Self {
+        ProjectLabels {
+            enabled: config.project_label,
+            max: config.max_projects,
+            seen: RwLock::new(HashSet::new()),
+        }
+    }
+
+    /// The label value for `project`.
+    pub fn label<'a>(&self, project: &'a str) -> &'a str {
+        if !self.enabled {
+            return ALL_PROJECTS;
+        }
+        match self.seen.read() {
+            Ok(seen) if seen.contains(project) => return project,
+            Ok(seen) if seen.len() >= self.max => return OTHER_PROJECTS,
+            Ok(_) => {}
+            Err(_) => return OTHER_PROJECTS,
+        }
+        match self.seen.write() {
+            Ok(mut seen) => {
+                if seen.contains(project) {
+                    project
+                } else if seen.len() < self.max {
+                    seen.insert(project.to_owned());
+                    project
+                } else {
+                    OTHER_PROJECTS
+                }
+            }
+            Err(_) => OTHER_PROJECTS,
+        }
+    }
+}
+
+/// Time spent inside Iron for a request that has run for `total`: `total` minus the time
+/// awaiting the upstream and the agent's socket (both recorded on `ctx` as they happen).
+pub fn overhead(total: Duration, ctx: &RequestCtx) -> Duration {
+    total
+        .saturating_sub(ctx.upstream_wait)
+        .saturating_sub(ctx.client_wait)
+}
 
 /// Buckets for sub-millisecond overhead up to multi-second streams.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -34,7 +106,11 @@ pub struct Metrics {
     pub cutoffs: IntCounterVec,
     pub lease_remaining: IntGaugeVec,
     pub reports_pending: prometheus::IntGauge,
+    pub usage_events_dropped: IntCounter,
+    pub fail_open_spend: IntCounterVec,
     pub control_connected: prometheus::IntGauge,
+    /// Label values for the `project` label (`[metrics]` switch and cap).
+    pub projects: ProjectLabels,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -44,7 +120,7 @@ impl std::fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn new() -> Result<Self, prometheus::Error> {
+    pub fn new(config: MetricsConfig) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
         let stages = IntCounterVec::new(
             Opts::new(
@@ -156,9 +232,19 @@ impl Metrics {
         registry.register(Box::new(lease_remaining.clone()))?;
         let reports_pending = prometheus::IntGauge::new(
             "iron_proxy_usage_reports_pending",
-            "Usage reports waiting in the spill file",
+            "Usage reports waiting for control (spill file and in-memory queue)",
         )?;
         registry.register(Box::new(reports_pending.clone()))?;
+        let usage_events_dropped = IntCounter::new(
+            "iron_proxy_usage_events_dropped_total",
+            "Usage events dropped because the in-memory report queue was full and no spill file took them",
+        )?;
+        registry.register(Box::new(usage_events_dropped.clone()))?;
+        let fail_open_spend = counter(
+            "iron_proxy_fail_open_spend_microdollars_total",
+            "Unleased spend admitted while control was unreachable (budget.fail_mode = open)",
+            &["project"],
+        )?;
         let control_connected = prometheus::IntGauge::new(
             "iron_proxy_control_connected",
             "1 while the event stream from control is connected (control mode)",
@@ -193,7 +279,10 @@ impl Metrics {
             cutoffs,
             lease_remaining,
             reports_pending,
+            usage_events_dropped,
+            fail_open_spend,
             control_connected,
+            projects: ProjectLabels::new(config),
         })
     }
 
@@ -204,10 +293,37 @@ impl Metrics {
         }
     }
 
+    /// The `project` label value for `project` (see [`ProjectLabels`]).
+    pub fn project<'a>(&self, project: &'a str) -> &'a str {
+        self.projects.label(project)
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn project_labels_are_capped_or_switched_off() {
+        let capped = ProjectLabels::new(MetricsConfig {
+            project_label: true,
+            max_projects: 2,
+        });
+        assert_eq!(capped.label("prj_a"), "prj_a");
+        assert_eq!(capped.label("prj_b"), "prj_b");
+        assert_eq!(capped.label("prj_c"), OTHER_PROJECTS);
+        assert_eq!(capped.label("prj_a"), "prj_a", "a project keeps its label");
+        let off = ProjectLabels::new(MetricsConfig {
+            project_label: false,
+            max_projects: 2,
+        });
+        assert_eq!(off.label("prj_a"), ALL_PROJECTS);
     }
 }

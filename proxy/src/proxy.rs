@@ -7,6 +7,7 @@
 //! `/v1/*` paths return `Ok(false)` and use plain pingora forwarding with the key swapped
 //! in `upstream_request_filter` (bodies stream, unread).
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -187,13 +188,17 @@ impl IronProxy {
         }
 
         let read = self.stage(Stage::Read);
+        // Waiting for the agent's body is the agent's time, not Iron's overhead.
+        let reading = std::time::Instant::now();
         let raw = stage::read::read_body(
             session,
             shared.server.max_request_bytes,
             shared.server.body_read_timeout,
         )
         .instrument(read.clone())
-        .await?;
+        .await;
+        ctx.client_wait += reading.elapsed();
+        let raw = raw?;
         let mut body =
             read.in_scope(|| stage::read::parse_limited(raw, route, shared.server.max_json_depth))?;
         if let Some(model) = &body.model {
@@ -242,6 +247,8 @@ impl IronProxy {
         drop(rewrite_span);
 
         let deployments = std::mem::take(&mut ctx.deployments);
+        // Connect, retries and time to the response head: upstream wait, whatever the end.
+        let sending = std::time::Instant::now();
         let sent = stage::upstream::send(
             &shared.net,
             &shared.breakers,
@@ -251,6 +258,7 @@ impl IronProxy {
         )
         .instrument(upstream_span.clone())
         .await;
+        ctx.upstream_wait += sending.elapsed();
         ctx.deployments = deployments;
         let mut ex = match sent {
             Ok(ex) => ex,
@@ -268,7 +276,6 @@ impl IronProxy {
                 .response_header()
                 .map_or(0, |h| h.status.as_u16()),
         );
-        ctx.upstream_wait += ex.ttfb;
         shared
             .metrics
             .ttfb
@@ -308,7 +315,7 @@ impl IronProxy {
             shared
                 .metrics
                 .cutoffs
-                .with_label_values(&[c.prj.as_str()])
+                .with_label_values(&[shared.metrics.project(&c.prj)])
                 .inc();
         }
         let ending = match outcome {
@@ -448,7 +455,11 @@ impl ProxyHttp for IronProxy {
                 },
             )
         })?;
-        Ok(Box::new(peer(&dep.endpoint, addr, net.timeouts)))
+        Ok(Box::new(peer(
+            &dep.endpoint,
+            addr,
+            dep.timeouts(net.timeouts),
+        )))
     }
 
     async fn upstream_request_filter(
@@ -525,23 +536,43 @@ impl ProxyHttp for IronProxy {
         m.duration
             .with_label_values(&[route])
             .observe(total.as_secs_f64());
+        let overhead = crate::metrics::overhead(total, ctx);
         m.overhead
             .with_label_values(&[route])
-            .observe(total.saturating_sub(ctx.upstream_wait).as_secs_f64());
+            .observe(overhead.as_secs_f64());
         let usage = ctx.usage.unwrap_or_default();
+        // PII counts as `direction:TYPE:action=n`, comma-separated (never values).
+        let mut pii = String::new();
+        for (kind, dir, action, n) in ctx.detections.iter() {
+            if !pii.is_empty() {
+                pii.push(',');
+            }
+            let _ = write!(
+                pii,
+                "{}:{}:{}={n}",
+                dir.as_str(),
+                kind.as_str(),
+                action.as_str()
+            );
+        }
+        // The one summary line per request (`design.md` §12); token *id* only.
         tracing::info!(
             target: "iron::request",
             route,
             project = ctx.claims.as_ref().map_or("", |c| c.prj.as_str()),
-            token = ctx.claims.as_ref().map_or("", |c| c.sub.as_str()),
+            token_id = ctx.claims.as_ref().map_or("", |c| c.sub.as_str()),
             provider,
             model,
             status = ctx.status,
             code,
             input_tokens = usage.input_tokens,
             output_tokens = usage.output_tokens,
+            cost_microdollars = ctx.cost.map_or(0, |c| c.micros()),
             duration_us = total.as_micros() as u64,
             upstream_us = ctx.upstream_wait.as_micros() as u64,
+            client_us = ctx.client_wait.as_micros() as u64,
+            overhead_us = overhead.as_micros() as u64,
+            pii = pii.as_str(),
             "request"
         );
     }

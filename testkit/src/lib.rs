@@ -7,6 +7,8 @@
 //!   for outage tests.
 //! - [`ChildProcess`], [`cargo_bin`], [`wait_for_tcp`] — start the real binaries and wait for
 //!   their log lines.
+//! - [`OtlpReceiver`] — an in-test OTLP/HTTP trace collector (spans as JSON, raw bodies for
+//!   secret scans).
 //! - [`fixtures`] and [`sse`] — the captured provider payloads and a small SSE parser, so tests
 //!   can compare what they see with what the providers send.
 //!
@@ -14,11 +16,13 @@
 
 pub mod fixtures;
 pub mod mock;
+pub mod otlp;
 pub mod process;
 pub mod redis;
 pub mod sse;
 
 pub use mock::{Fault, MockUpstream, RecordedRequest, Scenario};
+pub use otlp::OtlpReceiver;
 pub use process::{ChildProcess, cargo_bin, wait_for_tcp};
 pub use redis::RedisServer;
 pub use sse::{SseEvent, parse_sse};

@@ -81,8 +81,16 @@ pub fn settle(shared: &Shared, ctx: &mut RequestCtx, ending: Ending) {
         (Ending::NotServed, None) => Money::ZERO,
         // A provider error answer costs nothing.
         (Ending::Answered, None) if ctx.status >= 400 => Money::ZERO,
-        // No report: what was metered (prompt estimate + output that streamed).
-        _ => reservation.charged(),
+        // No report: what was metered (prompt estimate + output that streamed), priced in
+        // one piece like a report (the per-chunk charges round each part up: ≤ 1 µ$ more).
+        _ => match (ctx.usage, price) {
+            (None, Some(p)) => p.cost(&TokenUsage {
+                input_tokens: ctx.estimated_input_tokens,
+                output_tokens: ctx.metered_output_tokens,
+                ..Default::default()
+            }),
+            _ => reservation.charged(),
+        },
     };
     let usage = ctx.usage.unwrap_or(TokenUsage {
         input_tokens: ctx.estimated_input_tokens,
@@ -99,14 +107,23 @@ pub fn settle(shared: &Shared, ctx: &mut RequestCtx, ending: Ending) {
         .and_then(|b| b.model.clone())
         .unwrap_or_default();
     let m = &shared.metrics;
-    m.tokens
-        .with_label_values(&["input", dep.id.as_str(), model.as_str()])
-        .inc_by(usage.input_tokens);
-    m.tokens
-        .with_label_values(&["output", dep.id.as_str(), model.as_str()])
-        .inc_by(usage.output_tokens);
+    // The tokens metric counts what the provider consumed: nothing when it never served the
+    // request or answered with an error (the usage event still carries the estimate).
+    let consumed = match ending {
+        Ending::NotServed => false,
+        Ending::Answered => provider_cost.is_some() || ctx.status < 400,
+        Ending::Partial => true,
+    };
+    if consumed {
+        m.tokens
+            .with_label_values(&["input", dep.id.as_str(), model.as_str()])
+            .inc_by(usage.input_tokens);
+        m.tokens
+            .with_label_values(&["output", dep.id.as_str(), model.as_str()])
+            .inc_by(usage.output_tokens);
+    }
     m.cost
-        .with_label_values(&[claims.prj.as_str(), dep.id.as_str(), model.as_str()])
+        .with_label_values(&[m.project(&claims.prj), dep.id.as_str(), model.as_str()])
         .inc_by(cost.micros());
     ctx.cost = Some(cost);
     let event = UsageEvent {
@@ -123,12 +140,8 @@ pub fn settle(shared: &Shared, ctx: &mut RequestCtx, ending: Ending) {
         status: ctx.status,
         cut_off: ctx.cut_off,
         at_ms: iron_core::token::unix_now_ms(),
-        overhead_us: Some(
-            ctx.started
-                .elapsed()
-                .saturating_sub(ctx.upstream_wait)
-                .as_micros() as u64,
-        ),
+        // Time inside Iron: total minus upstream and agent waits (`crate::metrics`).
+        overhead_us: Some(crate::metrics::overhead(ctx.started.elapsed(), ctx).as_micros() as u64),
     };
     reservation.settle(cost, Some(event));
 }

@@ -7,7 +7,8 @@
 //! are small — so usage can be read and a provider key echoed in an error body scrubbed.
 //! If the upstream fails or stalls mid-stream, the agent gets a final error event in its
 //! API's shape instead of a silent truncation. If the agent goes away, the upstream is
-//! closed at once.
+//! closed at once. Time spent awaiting the upstream body and the agent's socket is added to
+//! `ctx.upstream_wait` / `ctx.client_wait`, so Iron's overhead metric excludes it.
 
 use bytes::{Bytes, BytesMut};
 use http::header;
@@ -407,6 +408,15 @@ fn restore_full_texts(
     }
 }
 
+/// Awaits `fut` and adds the time it took to `wait`: time blocked on the upstream or on
+/// the agent is not Iron's overhead (`crate::metrics::overhead`).
+async fn timed<T>(wait: &mut std::time::Duration, fut: impl std::future::Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = fut.await;
+    *wait += started.elapsed();
+    out
+}
+
 /// Ends a stream that cannot go on: what is ready, a final error event in the agent's API
 /// shape, the end of the body; the upstream connection is closed.
 async fn end_with_error(
@@ -440,10 +450,12 @@ pub async fn relay(
     if up_head.status.is_success() && is_event_stream(&up_head) {
         let mut head = response_head(&up_head, None, h1_downstream).map_err(internal)?;
         add_rate_headers(&mut head, ctx);
-        if session
-            .write_response_header(Box::new(head), false)
-            .await
-            .is_err()
+        if timed(
+            &mut ctx.client_wait,
+            session.write_response_header(Box::new(head), false),
+        )
+        .await
+        .is_err()
         {
             ex.session.shutdown().await;
             return Ok(Outcome::ClientGone);
@@ -458,7 +470,7 @@ pub async fn relay(
         let mut decoder = SseDecoder::new();
         let mut out = BytesMut::new();
         let outcome = loop {
-            match ex.session.read_response_body().await {
+            match timed(&mut ctx.upstream_wait, ex.session.read_response_body()).await {
                 Ok(Some(chunk)) => {
                     decoder.push(&chunk);
                     let mut failed = None;
@@ -504,10 +516,12 @@ pub async fn relay(
                         break end_with_error(session, ex, out, shape, &err).await;
                     }
                     if !out.is_empty()
-                        && session
-                            .write_response_body(Some(out.split().freeze()), false)
-                            .await
-                            .is_err()
+                        && timed(
+                            &mut ctx.client_wait,
+                            session.write_response_body(Some(out.split().freeze()), false),
+                        )
+                        .await
+                        .is_err()
                     {
                         ex.session.shutdown().await;
                         break Outcome::ClientGone;
@@ -519,7 +533,13 @@ pub async fn relay(
                     }
                     let _ = pipeline.flush(None, &mut out, &mut det);
                     let tail = (!out.is_empty()).then(|| out.split().freeze());
-                    if session.write_response_body(tail, true).await.is_err() {
+                    if timed(
+                        &mut ctx.client_wait,
+                        session.write_response_body(tail, true),
+                    )
+                    .await
+                    .is_err()
+                    {
                         break Outcome::ClientGone;
                     }
                     break Outcome::Complete;
@@ -539,11 +559,11 @@ pub async fn relay(
     // Whole-body answers.
     let mut buf = BytesMut::new();
     loop {
-        match ex.session.read_response_body().await {
+        match timed(&mut ctx.upstream_wait, ex.session.read_response_body()).await {
             Ok(Some(chunk)) => {
                 buf.extend_from_slice(&chunk);
                 if buf.len() > MAX_BUFFERED_RESPONSE {
-                    return pass_through_rest(session, ex, &up_head, buf, h1_downstream).await;
+                    return pass_through_rest(session, ctx, ex, &up_head, buf, h1_downstream).await;
                 }
             }
             Ok(None) => break,
@@ -567,14 +587,23 @@ pub async fn relay(
     }
     let mut head = response_head(&up_head, Some(body.len()), false).map_err(internal)?;
     add_rate_headers(&mut head, ctx);
-    if session
-        .write_response_header(Box::new(head), body.is_empty())
-        .await
-        .is_err()
+    if timed(
+        &mut ctx.client_wait,
+        session.write_response_header(Box::new(head), body.is_empty()),
+    )
+    .await
+    .is_err()
     {
         return Ok(Outcome::ClientGone);
     }
-    if !body.is_empty() && session.write_response_body(Some(body), true).await.is_err() {
+    if !body.is_empty()
+        && timed(
+            &mut ctx.client_wait,
+            session.write_response_body(Some(body), true),
+        )
+        .await
+        .is_err()
+    {
         return Ok(Outcome::ClientGone);
     }
     Ok(Outcome::Complete)
@@ -582,6 +611,7 @@ pub async fn relay(
 
 async fn pass_through_rest(
     session: &mut Session,
+    ctx: &mut RequestCtx,
     ex: &mut Exchange,
     up_head: &ResponseHeader,
     first: BytesMut,
@@ -602,12 +632,14 @@ async fn pass_through_rest(
         return Ok(Outcome::ClientGone);
     }
     loop {
-        match ex.session.read_response_body().await {
+        match timed(&mut ctx.upstream_wait, ex.session.read_response_body()).await {
             Ok(Some(chunk)) => {
-                if session
-                    .write_response_body(Some(chunk), false)
-                    .await
-                    .is_err()
+                if timed(
+                    &mut ctx.client_wait,
+                    session.write_response_body(Some(chunk), false),
+                )
+                .await
+                .is_err()
                 {
                     ex.session.shutdown().await;
                     return Ok(Outcome::ClientGone);
