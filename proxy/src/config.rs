@@ -216,6 +216,10 @@ pub struct MetricsConfig {
     /// Most distinct project ids used as label values (default 100); later projects are
     /// counted under `project="other"`.
     pub max_projects: usize,
+    /// Most distinct model names used as label values (default 200); later ones are counted
+    /// under `model="other"`. The model comes from the agent's request, so this bounds the
+    /// series an agent can create by naming models.
+    pub max_models: usize,
 }
 
 impl Default for MetricsConfig {
@@ -223,6 +227,7 @@ impl Default for MetricsConfig {
         MetricsConfig {
             project_label: true,
             max_projects: 100,
+            max_models: 200,
         }
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Recorded by `proxy.rs` once per stage run and once per request (in pingora's `logging`
 //! hook, after the response). Labels are low-cardinality: route, provider id, model, code;
-//! the `project` label is capped by `[metrics]` ([`ProjectLabels`]).
+//! the `project` and `model` labels are capped by `[metrics]` ([`CappedLabel`]): the model
+//! comes from the agent's request body, so an agent could otherwise mint a series per request.
 //!
 //! `iron_proxy_overhead_seconds` is the time spent inside Iron: the request's total time
 //! minus the time spent waiting on the upstream (connect, time to first byte, every read of
@@ -24,52 +25,52 @@ use crate::stage::Stage;
 
 /// Label value of every project when `[metrics] project_label = false`.
 pub const ALL_PROJECTS: &str = "all";
-/// Label value of the projects beyond `[metrics] max_projects`.
-pub const OTHER_PROJECTS: &str = "other";
+/// Label value of the projects (models) beyond `[metrics] max_projects` (`max_models`).
+pub const OTHER: &str = "other";
 
-/// Maps project ids to `project` label values: the id itself for the first
-/// `max_projects` distinct projects seen, [`OTHER_PROJECTS`] after that, [`ALL_PROJECTS`]
-/// for all of them when the label is switched off. The label itself is always present, so
-/// `sum by (project)` and `{project=~"$project"}` in dashboards stay valid.
+/// Maps values (project ids, model names) to label values: the value itself for the first
+/// `max` distinct values seen, [`OTHER`] after that, [`ALL_PROJECTS`] for all of them when
+/// the label is switched off. The label itself is always present, so `sum by (project)` and
+/// `{project=~"$project"}` in dashboards stay valid.
 #[derive(Debug)]
-pub struct ProjectLabels {
+pub struct CappedLabel {
     enabled: bool,
     max: usize,
     seen: RwLock<HashSet<String>>,
 }
 
-impl ProjectLabels {
-    pub fn new(config: MetricsConfig) -> Self {
-        ProjectLabels {
-            enabled: config.project_label,
-            max: config.max_projects,
+impl CappedLabel {
+    pub fn new(enabled: bool, max: usize) -> Self {
+        CappedLabel {
+            enabled,
+            max,
             seen: RwLock::new(HashSet::new()),
         }
     }
 
-    /// The label value for `project`.
-    pub fn label<'a>(&self, project: &'a str) -> &'a str {
+    /// The label value for `value`.
+    pub fn label<'a>(&self, value: &'a str) -> &'a str {
         if !self.enabled {
             return ALL_PROJECTS;
         }
         match self.seen.read() {
-            Ok(seen) if seen.contains(project) => return project,
-            Ok(seen) if seen.len() >= self.max => return OTHER_PROJECTS,
+            Ok(seen) if seen.contains(value) => return value,
+            Ok(seen) if seen.len() >= self.max => return OTHER,
             Ok(_) => {}
-            Err(_) => return OTHER_PROJECTS,
+            Err(_) => return OTHER,
         }
         match self.seen.write() {
             Ok(mut seen) => {
-                if seen.contains(project) {
-                    project
+                if seen.contains(value) {
+                    value
                 } else if seen.len() < self.max {
-                    seen.insert(project.to_owned());
-                    project
+                    seen.insert(value.to_owned());
+                    value
                 } else {
-                    OTHER_PROJECTS
+                    OTHER
                 }
             }
-            Err(_) => OTHER_PROJECTS,
+            Err(_) => OTHER,
         }
     }
 }
@@ -110,7 +111,8 @@ pub struct Metrics {
     pub fail_open_spend: IntCounterVec,
     pub control_connected: prometheus::IntGauge,
     /// Label values for the `project` label (`[metrics]` switch and cap).
-    pub projects: ProjectLabels,
+    pub projects: CappedLabel,
+    pub models: CappedLabel,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -282,7 +284,8 @@ impl Metrics {
             usage_events_dropped,
             fail_open_spend,
             control_connected,
-            projects: ProjectLabels::new(config),
+            projects: CappedLabel::new(config.project_label, config.max_projects),
+            models: CappedLabel::new(true, config.max_models),
         })
     }
 
@@ -293,9 +296,14 @@ impl Metrics {
         }
     }
 
-    /// The `project` label value for `project` (see [`ProjectLabels`]).
+    /// The `project` label value for `project` (see [`CappedLabel`]).
     pub fn project<'a>(&self, project: &'a str) -> &'a str {
         self.projects.label(project)
+    }
+
+    /// The `model` label value for `model` (see [`CappedLabel`]).
+    pub fn model<'a>(&self, model: &'a str) -> &'a str {
+        self.models.label(model)
     }
 
     /// The Prometheus text exposition.
@@ -312,18 +320,27 @@ mod tests {
 
     #[test]
     fn project_labels_are_capped_or_switched_off() {
-        let capped = ProjectLabels::new(MetricsConfig {
-            project_label: true,
-            max_projects: 2,
-        });
+        let capped = CappedLabel::new(true, 2);
         assert_eq!(capped.label("prj_a"), "prj_a");
         assert_eq!(capped.label("prj_b"), "prj_b");
-        assert_eq!(capped.label("prj_c"), OTHER_PROJECTS);
+        assert_eq!(capped.label("prj_c"), OTHER);
         assert_eq!(capped.label("prj_a"), "prj_a", "a project keeps its label");
-        let off = ProjectLabels::new(MetricsConfig {
-            project_label: false,
-            max_projects: 2,
-        });
+        let off = CappedLabel::new(false, 2);
         assert_eq!(off.label("prj_a"), ALL_PROJECTS);
+    }
+
+    #[test]
+    fn model_labels_are_capped_even_with_project_labels_off() {
+        let m = Metrics::new(MetricsConfig {
+            project_label: false,
+            max_projects: 100,
+            max_models: 2,
+        })
+        .unwrap();
+        assert_eq!(m.model("gpt-4o"), "gpt-4o");
+        assert_eq!(m.model("gpt-4o-mini"), "gpt-4o-mini");
+        assert_eq!(m.model("gpt-made-up-1"), OTHER, "a third model name is not a new series");
+        assert_eq!(m.model("gpt-4o"), "gpt-4o");
+        assert_eq!(m.project("prj_a"), ALL_PROJECTS);
     }
 }

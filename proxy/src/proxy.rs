@@ -507,11 +507,11 @@ impl ProxyHttp for IronProxy {
         let m = &self.shared.metrics;
         let route = ctx.route.map_or("unknown", ApiRoute::as_str);
         let provider = ctx.deployment.as_ref().map_or("", |d| d.id.as_str());
-        let model = ctx
-            .body
-            .as_ref()
-            .and_then(|b| b.model.as_deref())
-            .unwrap_or("");
+        // Only a model some deployment serves becomes a label value (capped, see metrics).
+        let model = match (&ctx.deployment, &ctx.body) {
+            (Some(_), Some(b)) => m.model(b.model.as_deref().unwrap_or("")),
+            _ => "",
+        };
         ctx.span.record("http.response.status_code", ctx.status);
         // Iron's own error code; for a provider error passed through, its HTTP status.
         let status_label;

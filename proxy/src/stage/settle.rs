@@ -107,6 +107,7 @@ pub fn settle(shared: &Shared, ctx: &mut RequestCtx, ending: Ending) {
         .and_then(|b| b.model.clone())
         .unwrap_or_default();
     let m = &shared.metrics;
+    let model_label = m.model(&model);
     // The tokens metric counts what the provider consumed: nothing when it never served the
     // request or answered with an error (the usage event still carries the estimate).
     let consumed = match ending {
@@ -116,14 +117,14 @@ pub fn settle(shared: &Shared, ctx: &mut RequestCtx, ending: Ending) {
     };
     if consumed {
         m.tokens
-            .with_label_values(&["input", dep.id.as_str(), model.as_str()])
+            .with_label_values(&["input", dep.id.as_str(), model_label])
             .inc_by(usage.input_tokens);
         m.tokens
-            .with_label_values(&["output", dep.id.as_str(), model.as_str()])
+            .with_label_values(&["output", dep.id.as_str(), model_label])
             .inc_by(usage.output_tokens);
     }
     m.cost
-        .with_label_values(&[m.project(&claims.prj), dep.id.as_str(), model.as_str()])
+        .with_label_values(&[m.project(&claims.prj), dep.id.as_str(), model_label])
         .inc_by(cost.micros());
     ctx.cost = Some(cost);
     let event = UsageEvent {
