@@ -13,7 +13,8 @@
 //! log_format = "json"          # or "text"
 //! [store]
 //! kind = "redis"               # or "embedded" (default) with path = "/var/lib/iron/control.redb"
-//! url = "redis://redis:6379"   # may also come from IRON_STORE__URL
+//! url = "redis://redis:6379"   # may also come from IRON_STORE__URL; a Redis Cluster:
+//!                              # "redis+cluster://r1:6379,r2:6379,r3:6379" (rediss+cluster:// for TLS)
 //! [security]
 //! allow_private_upstreams = false
 //! master_key_file = "/run/secrets/iron_master_key"     # or IRON_MASTER_KEY
@@ -566,8 +567,17 @@ fn validate(raw: RawConfig, env: &dyn Env) -> Result<Config, ConfigError> {
                     "required with kind = \"redis\" (e.g. redis://host:6379)",
                 )
             })?;
-            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-                return Err(invalid("store.url", "expected a redis:// or rediss:// URL"));
+            match crate::store::redis::cluster_nodes(&url) {
+                Some(Err(why)) => return Err(invalid("store.url", &why)),
+                Some(Ok(_)) => {}
+                None if url.starts_with("redis://") || url.starts_with("rediss://") => {}
+                None => {
+                    return Err(invalid(
+                        "store.url",
+                        "expected a redis:// or rediss:// URL, or redis+cluster://host:port,… \
+                         (rediss+cluster://…) for a Redis Cluster",
+                    ));
+                }
             }
             StoreConfig::Redis {
                 url: Secret::new(url),
@@ -952,6 +962,38 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("true or false"), "{e}");
+    }
+
+    #[test]
+    fn redis_cluster_urls_are_accepted_and_checked() {
+        let with_url = |url: &str| {
+            load(
+                None,
+                &env(&[("IRON_STORE__KIND", "redis"), ("IRON_STORE__URL", url)]),
+            )
+        };
+        for url in [
+            "redis+cluster://r1:6379,r2:6379,r3:6379",
+            "rediss+cluster://:pw@r1:6380,r2:6380/",
+        ] {
+            let c = with_url(url).unwrap();
+            let StoreConfig::Redis { url: got } = &c.store else {
+                panic!("{url}: not redis");
+            };
+            assert_eq!(got.expose(), url);
+        }
+        for (url, why) in [
+            ("redis+cluster://:s3cret@r1:6379/2", "database"),
+            (
+                "redis+cluster://:s3cret@r1:6379,,r2:6379",
+                "comma-separated",
+            ),
+            ("redis-cluster://:s3cret@r1:6379", "redis+cluster://"),
+        ] {
+            let e = with_url(url).unwrap_err().to_string();
+            assert!(e.contains("store.url") && e.contains(why), "{url}: {e}");
+            assert!(!e.contains("s3cret"), "password in error: {e}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Store conformance suite (acceptance 6): one generic async suite, run against the embedded
-//! store (redb in a temp dir) and the Redis store (a private redis-server from the testkit).
+//! store (redb in a temp dir), the Redis store on a private redis-server and the Redis store
+//! on a private 3-master Redis Cluster (both from the testkit).
 //! Every behaviour the service relies on is asserted here, so both backends are
 //! interchangeable.
 
@@ -17,9 +18,11 @@ use iron_control::store::redis::RedisStore;
 use iron_control::store::{Store, StoreError};
 use iron_core::Money;
 use iron_core::lease::{Denial, LeaseGrant, LeaseReport, LeaseRequest, UsageEvent};
+use iron_core::ratelimit::{RateKind, RateTake};
 use iron_core::token::SigningKey;
 use iron_core::transit::MasterKey;
 use iron_core::wire::{ControlEvent, ProviderKind};
+use iron_testkit::redis::RedisCluster;
 
 const NOW: u64 = 1_800_000_000;
 
@@ -57,6 +60,11 @@ fn provider(id: &str, name: &str) -> Provider {
         priority: 1,
         api_key: mk.seal(b"sk-secret", id.as_bytes()),
         key_hint: "sk-…ret".into(),
+        timeouts: iron_core::wire::DeploymentTimeouts {
+            connect_ms: Some(2_000),
+            first_byte_ms: None,
+            idle_ms: Some(30_000),
+        },
         created_at: NOW,
         updated_at: NOW,
     }
@@ -769,6 +777,214 @@ async fn redis_keys_are_hash_tagged_per_project() {
         assert!(keys.contains(&k.to_string()), "{k} missing from {keys:?}");
     }
     assert!(keys.contains(&"iron:{prj_A}:token:tok_1".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_store_conforms() {
+    let cluster = RedisCluster::start(3).await.unwrap();
+    let store = RedisStore::connect(&cluster.url(), 5).await.unwrap();
+    assert!(store.is_cluster());
+    conformance(Arc::new(store)).await;
+}
+
+/// Keys of one cluster node (`KEYS` on a node lists only the slots it serves).
+async fn node_keys(url: &str) -> Vec<String> {
+    let client = redis::Client::open(url).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut c)
+        .await
+        .unwrap()
+}
+
+fn rate(scope: &str, project: &str, limit: u64) -> RateTake {
+    RateTake {
+        scope: scope.into(),
+        kind: RateKind::Requests,
+        limit,
+        want: 1,
+        min: 0,
+        force: false,
+        project: Some(project.into()),
+    }
+}
+
+/// Data really spreads over the masters, and every cross-project read (listings by index,
+/// token lookups, the sweep, usage, multi-project rate takes) sees all of them.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_spreads_projects_over_masters() {
+    let cluster = RedisCluster::start(3).await.unwrap();
+    let store = RedisStore::connect(&cluster.url(), 5).await.unwrap();
+    let n = 12;
+    let mut leases = Vec::new();
+    for i in 0..n {
+        let (prj, tok) = (format!("prj_C{i:02}"), format!("tok_C{i:02}"));
+        setup(
+            &store,
+            budget_project(&prj, Some(1_000_000), Period::Total),
+            &[budget_token(&tok, &prj, None, Period::Total)],
+        )
+        .await;
+        let lease = grant(&store, &tok, 1_000, NOW).await.lease_id;
+        store
+            .report_lease(
+                &lease,
+                &rep(1, 10, vec![event(&format!("evt_C{i:02}"), 10, "m", 1)]),
+                NOW,
+                &POLICY,
+            )
+            .await
+            .unwrap();
+        leases.push(lease);
+    }
+    store
+        .append_event(&ControlEvent::ConfigChanged, NOW)
+        .await
+        .unwrap();
+    store
+        .append_audit(&audit("aud_C", "project.create", Some("prj_C00"), NOW))
+        .await
+        .unwrap();
+
+    // Where the keys are: each project's keys on one master, projects on every master, all
+    // `{g}` keys together on one.
+    let mut per_node = Vec::new();
+    for url in cluster.node_urls() {
+        per_node.push(node_keys(&url).await);
+    }
+    let mut project_home = std::collections::BTreeMap::new();
+    let mut global_nodes = std::collections::BTreeSet::new();
+    for (node, keys) in per_node.iter().enumerate() {
+        for k in keys {
+            if k.starts_with("iron:{g}:") {
+                global_nodes.insert(node);
+                continue;
+            }
+            let tag = k
+                .strip_prefix("iron:{")
+                .and_then(|r| r.split_once('}'))
+                .map(|(t, _)| t.to_owned())
+                .unwrap_or_else(|| panic!("untagged key {k}"));
+            let home = project_home.entry(tag.clone()).or_insert(node);
+            assert_eq!(*home, node, "keys of {tag} on two masters");
+        }
+    }
+    assert_eq!(project_home.len(), n, "{project_home:?}");
+    let masters: std::collections::BTreeSet<_> = project_home.values().copied().collect();
+    assert_eq!(
+        masters.len(),
+        3,
+        "12 projects should land on all 3 masters: {project_home:?}"
+    );
+    assert_eq!(global_nodes.len(), 1, "{{g}} keys on one master");
+    for i in 0..n {
+        let prj = format!("prj_C{i:02}");
+        let home = &per_node[project_home[&prj]];
+        for k in ["project", "tokens", "budget", "leases", "usage"] {
+            let key = format!("iron:{{{prj}}}:{k}");
+            assert!(home.contains(&key), "{key} missing");
+        }
+    }
+
+    // Reads across slots see every master.
+    let all = store.list_projects(&page(100, None)).await.unwrap();
+    assert_eq!(all.items.len(), n);
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    loop {
+        let pg = store.list_tokens(None, &page(5, cursor)).await.unwrap();
+        seen.extend(pg.items.into_iter().map(|t| t.id));
+        cursor = pg.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        seen,
+        (0..n).map(|i| format!("tok_C{i:02}")).collect::<Vec<_>>()
+    );
+    let usage = store
+        .list_usage(&UsageFilter::default(), &page(100, None))
+        .await
+        .unwrap();
+    assert_eq!(usage.items.len(), n);
+    assert_eq!(
+        store
+            .budget_usage("prj_C07", None, NOW)
+            .await
+            .unwrap()
+            .spent,
+        Money(10)
+    );
+    store.revoke_token("tok_C03", NOW).await.unwrap();
+    store.revoke_token("tok_C08", NOW).await.unwrap();
+    let mut revoked = store.revoked_tokens(NOW).await.unwrap();
+    revoked.sort();
+    assert_eq!(revoked, ["tok_C03", "tok_C08"]);
+    // The sweep visits every project's slot: all 12 leases expire.
+    let swept = store.expire_leases(NOW + 61, &POLICY).await.unwrap();
+    assert_eq!(swept.expired, n as u64);
+    assert_eq!(
+        store.get_lease(&leases[11]).await.unwrap().unwrap().state,
+        LeaseState::Expired
+    );
+    // One rate call over projects on different masters: one script per project slot.
+    let takes = [
+        rate("token:tok_C00", "prj_C00", 1),
+        rate("token:tok_C05", "prj_C05", 1),
+        rate("token:tok_C00", "prj_C00", 1),
+        rate("token:tok_C10", "prj_C10", 2),
+    ];
+    let grants = store.rate_take(&takes, NOW * 1000).await.unwrap();
+    assert_eq!(
+        grants.iter().map(|g| g.granted).collect::<Vec<_>>(),
+        [1, 1, 0, 1]
+    );
+    let deleted = store.delete_project("prj_C09", NOW).await.unwrap();
+    assert_eq!(deleted.len(), 1);
+    assert!(store.get_token("tok_C09").await.unwrap().is_none());
+    assert_eq!(
+        store
+            .list_projects(&page(100, None))
+            .await
+            .unwrap()
+            .items
+            .len(),
+        n - 1
+    );
+}
+
+/// A master that goes away makes the store `Unavailable`; once it is back (same port, its
+/// `nodes.conf`), the cluster client reconnects without a new store.
+#[tokio::test(flavor = "multi_thread")]
+async fn redis_cluster_store_reports_outage_and_reconnects() {
+    let mut cluster = RedisCluster::start(3).await.unwrap();
+    let store = RedisStore::connect(&cluster.url(), 5).await.unwrap();
+    store.ping().await.unwrap();
+    let node = cluster.node_mut(1).unwrap();
+    node.stop().await.unwrap();
+    let down = store.ping().await.unwrap_err();
+    assert!(matches!(down, StoreError::Unavailable(_)), "{down:?}");
+    node.restart().await.unwrap();
+    let mut ok = false;
+    for _ in 0..100 {
+        if store.ping().await.is_ok()
+            && store
+                .create_project(&project("prj_A", "alpha"))
+                .await
+                .is_ok()
+        {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(ok, "store did not recover after the master came back");
+    assert_eq!(
+        store.project_by_name("alpha").await.unwrap().unwrap().id,
+        "prj_A"
+    );
 }
 
 // --- leases -------------------------------------------------------------------------------

@@ -2,6 +2,9 @@
 //! persistence (`--save "" --appendonly no`) in its own temporary directory, and stoppable /
 //! restartable on the same port for outage tests (design §8, §10). Readiness is checked with a
 //! raw RESP `PING` over TCP, so the testkit does not depend on a Redis client crate.
+//!
+//! [`RedisCluster`] starts several such servers with `--cluster-enabled yes` and joins them
+//! with `redis-cli --cluster create` (masters only), for the store's Redis Cluster tests.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -20,6 +23,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(15);
 const START_ATTEMPTS: usize = 5;
 /// The line redis prints once it listens.
 const READY_LINE: &str = "Ready to accept connections";
+/// Program that joins cluster nodes; override with `IRON_TEST_REDIS_CLI=/path/to/redis-cli`.
+const REDIS_CLI: &str = "redis-cli";
+const REDIS_CLI_ENV: &str = "IRON_TEST_REDIS_CLI";
+/// A cluster node's bus port is its port + this (Redis' fixed offset).
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
+/// How long `redis-cli --cluster create` plus convergence may take.
+const CLUSTER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hash slots of a Redis Cluster.
+pub const CLUSTER_SLOTS: u16 = 16_384;
 
 /// A running `redis-server`. Dropping it kills the process and removes its directory.
 #[derive(Debug)]
@@ -28,6 +40,8 @@ pub struct RedisServer {
     child: Option<ChildProcess>,
     port: u16,
     dir: tempfile::TempDir,
+    /// Arguments beyond the defaults (cluster mode), kept for [`RedisServer::restart`].
+    extra_args: Vec<String>,
 }
 
 impl RedisServer {
@@ -41,12 +55,13 @@ impl RedisServer {
         let mut last_err = None;
         for _ in 0..START_ATTEMPTS {
             let port = free_port()?;
-            match spawn_on(port, dir.path()).await {
+            match spawn_on(port, dir.path(), &[]).await {
                 Ok(child) => {
                     return Ok(RedisServer {
                         child: Some(child),
                         port,
                         dir,
+                        extra_args: Vec::new(),
                     });
                 }
                 Err(e) => last_err = Some(e),
@@ -107,7 +122,7 @@ impl RedisServer {
         self.stop().await?;
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match spawn_on(self.port, self.dir.path()).await {
+            match spawn_on(self.port, self.dir.path(), &self.extra_args).await {
                 Ok(child) => {
                     self.child = Some(child);
                     return Ok(());
@@ -121,6 +136,246 @@ impl RedisServer {
     }
 }
 
+/// A Redis Cluster of masters only (no replicas), each node a [`RedisServer`] started with
+/// `--cluster-enabled yes` on an ephemeral port whose bus port (port + 10000) was free too,
+/// in its own temporary directory. Dropping it kills every node and removes the directories.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Start `n_masters` nodes (at least 3, Redis' minimum), join them with `redis-cli
+    /// --cluster create … --cluster-replicas 0 --cluster-yes`, and return once every node
+    /// reports `cluster_state:ok`, all 16384 slots assigned and every other node known.
+    pub async fn start(n_masters: usize) -> anyhow::Result<RedisCluster> {
+        anyhow::ensure!(
+            n_masters >= 3,
+            "a Redis Cluster needs at least 3 masters, got {n_masters}"
+        );
+        let mut nodes = Vec::with_capacity(n_masters);
+        for _ in 0..n_masters {
+            nodes.push(start_cluster_node().await?);
+        }
+        let cluster = RedisCluster { nodes };
+        cluster.create().await?;
+        cluster.wait_until_ok().await?;
+        Ok(cluster)
+    }
+
+    /// The nodes (all masters), in start order.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// One node, to stop or restart it (a restarted node rejoins from its `nodes.conf`).
+    pub fn node_mut(&mut self, i: usize) -> Option<&mut RedisServer> {
+        self.nodes.get_mut(i)
+    }
+
+    /// The nodes' TCP ports.
+    pub fn ports(&self) -> Vec<u16> {
+        self.nodes.iter().map(RedisServer::port).collect()
+    }
+
+    /// `redis://127.0.0.1:PORT` of every node (the seed list of a cluster client).
+    pub fn node_urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The cluster as `iron-control`'s `store.url` spells it:
+    /// `redis+cluster://127.0.0.1:P1,127.0.0.1:P2,…`.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
+    }
+
+    /// Sends one command to node `i` and returns its reply as text (simple strings,
+    /// integers, errors with their `-` prefix, bulk strings; not arrays).
+    pub async fn node_command(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
+        let node = self
+            .nodes
+            .get(i)
+            .with_context(|| format!("no cluster node {i}"))?;
+        command(node.port(), args).await
+    }
+
+    /// `CLUSTER INFO` of node `i`.
+    pub async fn cluster_info(&self, i: usize) -> anyhow::Result<String> {
+        self.node_command(i, &["CLUSTER", "INFO"]).await
+    }
+
+    async fn create(&self) -> anyhow::Result<()> {
+        let program = std::env::var_os(REDIS_CLI_ENV).unwrap_or_else(|| REDIS_CLI.into());
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.arg("--cluster").arg("create");
+        for port in self.ports() {
+            cmd.arg(format!("127.0.0.1:{port}"));
+        }
+        cmd.arg("--cluster-replicas")
+            .arg("0")
+            .arg("--cluster-yes")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(CLUSTER_TIMEOUT, cmd.output())
+            .await
+            .context("redis-cli --cluster create timed out")?
+            .with_context(|| {
+                format!("run {program:?} (is redis-cli installed? set {REDIS_CLI_ENV} to override)")
+            })?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() || !text.contains("All 16384 slots covered") {
+            bail!(
+                "redis-cli --cluster create failed ({}):\n{text}",
+                out.status
+            );
+        }
+        Ok(())
+    }
+
+    async fn wait_until_ok(&self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        let want_known = format!("cluster_known_nodes:{}\r\n", self.nodes.len());
+        let want_slots = format!("cluster_slots_assigned:{CLUSTER_SLOTS}\r\n");
+        for i in 0..self.nodes.len() {
+            loop {
+                let info = self.cluster_info(i).await.unwrap_or_default();
+                if info.contains("cluster_state:ok\r\n")
+                    && info.contains(&want_known)
+                    && info.contains(&want_slots)
+                {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    bail!(
+                        "cluster node {i} (port {}) not ok after {CLUSTER_TIMEOUT:?}:\n{info}",
+                        self.nodes[i].port()
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One cluster-enabled node on a port whose bus port is free too; retried on other ports.
+async fn start_cluster_node() -> anyhow::Result<RedisServer> {
+    let dir = tempfile::Builder::new()
+        .prefix("iron-redis-cluster-")
+        .tempdir()
+        .context("create redis temp dir")?;
+    let extra_args: Vec<String> = [
+        "--cluster-enabled",
+        "yes",
+        "--cluster-config-file",
+        "nodes.conf",
+        "--cluster-node-timeout",
+        "5000",
+    ]
+    .iter()
+    .map(|a| (*a).to_owned())
+    .collect();
+    let mut last_err = None;
+    for _ in 0..START_ATTEMPTS {
+        let port = free_cluster_port()?;
+        // A failed attempt may have left a node identity for another port behind.
+        let _ = std::fs::remove_file(dir.path().join("nodes.conf"));
+        match spawn_on(port, dir.path(), &extra_args).await {
+            Ok(child) => {
+                return Ok(RedisServer {
+                    child: Some(child),
+                    port,
+                    dir,
+                    extra_args,
+                });
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err
+        .unwrap_or_else(|| anyhow::anyhow!("no attempt made"))
+        .context(format!(
+            "start cluster redis-server ({START_ATTEMPTS} attempts)"
+        )))
+}
+
+/// A free port whose cluster bus port (port + 10000) was free a moment ago too.
+fn free_cluster_port() -> anyhow::Result<u16> {
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+        let port = l.local_addr()?.port();
+        let Some(bus) = port.checked_add(CLUSTER_BUS_OFFSET) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port with a free cluster bus port (port + {CLUSTER_BUS_OFFSET}) found")
+}
+
+/// One raw RESP command on `port`; the reply as text (not arrays).
+async fn command(port: u16, args: &[&str]) -> anyhow::Result<String> {
+    let attempt = async {
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+        }
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+        s.write_all(&req).await?;
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(reply) = complete_reply(&buf)? {
+                return Ok(reply);
+            }
+            let n = s.read(&mut chunk).await?;
+            if n == 0 {
+                bail!("connection closed mid-reply");
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(2), attempt)
+        .await
+        .with_context(|| format!("redis on port {port}: {args:?} timed out"))?
+}
+
+/// The reply in `buf` once it is complete.
+fn complete_reply(buf: &[u8]) -> anyhow::Result<Option<String>> {
+    let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+        return Ok(None);
+    };
+    let head = String::from_utf8_lossy(&buf[..eol]).into_owned();
+    match head.as_bytes().first() {
+        Some(b'+' | b':') => Ok(Some(head[1..].to_owned())),
+        Some(b'-') => Ok(Some(head)),
+        Some(b'$') => {
+            let len: i64 = head[1..].parse().context("bulk length")?;
+            let Ok(len) = usize::try_from(len) else {
+                return Ok(Some(String::new()));
+            };
+            let start = eol + 2;
+            if buf.len() < start + len + 2 {
+                return Ok(None);
+            }
+            Ok(Some(
+                String::from_utf8_lossy(&buf[start..start + len]).into_owned(),
+            ))
+        }
+        _ => bail!("unsupported reply {head:?}"),
+    }
+}
+
 /// A port that was free a moment ago (bind `127.0.0.1:0`, read it, release it).
 fn free_port() -> anyhow::Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
@@ -131,8 +386,9 @@ fn redis_program() -> std::ffi::OsString {
     std::env::var_os(REDIS_SERVER_ENV).unwrap_or_else(|| REDIS_SERVER.into())
 }
 
-/// Spawn redis on `port` and wait until it is ready and answers `PING`.
-async fn spawn_on(port: u16, dir: &Path) -> anyhow::Result<ChildProcess> {
+/// Spawn redis on `port` (plus `extra` arguments) and wait until it is ready and answers
+/// `PING`.
+async fn spawn_on(port: u16, dir: &Path, extra: &[String]) -> anyhow::Result<ChildProcess> {
     let mut cmd = tokio::process::Command::new(redis_program());
     cmd.arg("--port")
         .arg(port.to_string())
@@ -147,7 +403,8 @@ async fn spawn_on(port: u16, dir: &Path) -> anyhow::Result<ChildProcess> {
         .arg("--daemonize")
         .arg("no")
         .arg("--logfile")
-        .arg("");
+        .arg("")
+        .args(extra);
     let mut child = ChildProcess::spawn(cmd).await.with_context(|| {
         format!("start {REDIS_SERVER:?} (is redis-server installed and on PATH? set {REDIS_SERVER_ENV} to override)")
     })?;

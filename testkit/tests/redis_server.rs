@@ -1,5 +1,5 @@
 //! The redis-server spawner: ephemeral ports, PING readiness, stop / restart on the same port,
-//! cleanup on drop.
+//! cleanup on drop; and the Redis Cluster spawner (3 masters, every slot served, cleanup).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -95,4 +95,97 @@ async fn two_servers_and_cleanup_on_drop() {
     .await;
     assert!(refused.is_ok(), "redis still listening after drop");
     assert!(b.ping().await);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cluster_of_three_masters_serves_every_slot_and_cleans_up() {
+    use iron_testkit::redis::RedisCluster;
+
+    assert!(
+        RedisCluster::start(2).await.is_err(),
+        "fewer than 3 masters"
+    );
+    let cluster = RedisCluster::start(3).await.unwrap();
+    let ports = cluster.ports();
+    assert_eq!(ports.len(), 3);
+    assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2]);
+    assert_eq!(
+        cluster.url(),
+        format!(
+            "redis+cluster://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}",
+            ports[0], ports[1], ports[2]
+        )
+    );
+    assert_eq!(
+        cluster.node_urls(),
+        ports
+            .iter()
+            .map(|p| format!("redis://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+    );
+    for (i, port) in ports.iter().enumerate() {
+        let info = cluster.cluster_info(i).await.unwrap();
+        for line in [
+            "cluster_state:ok",
+            "cluster_slots_assigned:16384",
+            "cluster_known_nodes:3",
+            "cluster_size:3",
+        ] {
+            assert!(info.contains(line), "node {i}: {line} missing in\n{info}");
+        }
+        // The cluster bus listens on port + 10000.
+        tokio::net::TcpStream::connect(("127.0.0.1", port + 10_000))
+            .await
+            .unwrap();
+    }
+    // A key has exactly one owner; the other masters redirect to it.
+    let mut owners = Vec::new();
+    let mut moved = Vec::new();
+    for (i, port) in ports.iter().enumerate() {
+        let r = cluster
+            .node_command(i, &["SET", "iron:{g}:probe", "1"])
+            .await
+            .unwrap();
+        if r == "OK" {
+            owners.push(*port);
+        } else {
+            assert!(r.starts_with("-MOVED "), "{r}");
+            moved.push(r);
+        }
+    }
+    assert_eq!(owners.len(), 1, "{moved:?}");
+    let slot = cluster
+        .node_command(0, &["CLUSTER", "KEYSLOT", "iron:{g}:probe"])
+        .await
+        .unwrap();
+    for r in &moved {
+        assert_eq!(*r, format!("-MOVED {slot} 127.0.0.1:{}", owners[0]));
+    }
+
+    let dirs: Vec<_> = cluster
+        .nodes()
+        .iter()
+        .map(|n| n.dir().to_path_buf())
+        .collect();
+    assert!(dirs.iter().all(|d| d.join("nodes.conf").exists()));
+    drop(cluster);
+    assert!(
+        dirs.iter().all(|d| !d.exists()),
+        "temp dirs removed on drop"
+    );
+    for port in ports {
+        let refused = tokio::time::timeout(Duration::from_secs(2), async {
+            while tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(
+            refused.is_ok(),
+            "cluster node {port} still listening after drop"
+        );
+    }
 }

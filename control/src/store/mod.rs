@@ -3,7 +3,8 @@
 //! Every request handler and background task reaches persistent state through [`Store`]:
 //! - [`embedded::EmbeddedStore`] (redb, one file on disk) — the single-node default used by
 //!   `iron up`;
-//! - [`redis::RedisStore`] — production; control replicas share it and stay stateless.
+//! - [`redis::RedisStore`] — production, on one Redis endpoint or a Redis Cluster
+//!   (`redis+cluster://…`); control replicas share it and stay stateless.
 //!
 //! Both pass the same conformance suite (`tests/store_conformance.rs`). The trait speaks in
 //! records from [`crate::model`]; validation, authorization, sealing and event fan-out happen

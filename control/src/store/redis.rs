@@ -23,18 +23,30 @@
 //! `_V1` suffix is the script version). Changes that span the global slot and a project slot
 //! are ordered so a crash between the two steps leaves nothing visible and nothing unsafe:
 //! records are written before they are indexed, revocations enter the global revocation set
-//! before the token record is marked. The connection is a [`ConnectionManager`], which
-//! reconnects after failures; commands fail fast (`Unavailable`) while Redis is down.
-//! Note: the layout is cluster-ready; connecting to a Redis Cluster needs the cluster client
-//! instead of `ConnectionManager` (not wired yet).
+//! before the token record is marked.
+//!
+//! Connection ([`Conn`]): `redis://` / `rediss://` is one endpoint behind a
+//! [`ConnectionManager`], which reconnects after failures; `redis+cluster://h1:p,h2:p,…` /
+//! `rediss+cluster://…` is a Redis Cluster behind the async cluster client
+//! ([`ClusterConnection`]), which routes every command and script by its first key's slot,
+//! follows `MOVED`/`ASK`, reloads a script on a node that answers `NOSCRIPT` (`SCRIPT LOAD`
+//! goes to every master) and reconnects. Commands fail fast (`Unavailable`) while Redis is
+//! down. A pipeline must stay in one slot on a cluster (the client refuses cross-slot
+//! pipelines), so reads that span projects go through [`RedisStore::each`]: one pipeline on a
+//! single endpoint, one command per key on a cluster (concurrently). The only `MULTI`
+//! pipelines touch `{g}` keys alone. Nothing lists keys with `SCAN`/`KEYS`: every listing
+//! reads an index (`projects`, `tokens`, …), so it sees every master's data.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures::{StreamExt as _, TryStreamExt as _};
 use iron_core::Money;
 use iron_core::lease::{LeaseGrant, LeaseReport, LeaseRequest, ReportAck, UsageEvent};
 use iron_core::wire::ControlEvent;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Script};
 
 use super::redis_ledger::{self as ledger, Call, LeaseScripts};
@@ -51,6 +63,87 @@ const AUDIT_MAXLEN: usize = 100_000;
 const USAGE_CLOCK_SLACK_MS: u64 = 10 * 60_000;
 /// Audit entries examined per listing call when a filter matches rarely.
 const AUDIT_SCAN_BUDGET: usize = 10_000;
+/// Commands in flight at once when a cross-slot read is split per key (cluster).
+const CLUSTER_FANOUT: usize = 32;
+/// URL schemes of a Redis Cluster (`redis+cluster://h1:6379,h2:6379`).
+const CLUSTER_SCHEMES: [(&str, &str); 2] = [
+    ("redis+cluster://", "redis://"),
+    ("rediss+cluster://", "rediss://"),
+];
+
+/// The seed node URLs of a cluster URL: `redis+cluster://[user:pass@]h1:p1,h2:p2[/?query]`
+/// → `redis://[user:pass@]h1:p1[/?query]`, … (`rediss+cluster://` → `rediss://`). `None` when
+/// `url` is not a cluster URL; `Some(Err)` names what is wrong (never the password). The
+/// credentials and the query apply to every node; the database must be 0 (Redis Cluster
+/// has only one).
+pub fn cluster_nodes(url: &str) -> Option<Result<Vec<String>, String>> {
+    let (rest, scheme) = CLUSTER_SCHEMES
+        .iter()
+        .find_map(|(from, to)| url.strip_prefix(from).map(|rest| (rest, *to)))?;
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(end);
+    let (userinfo, hosts) = match authority.rfind('@') {
+        Some(at) => (&authority[..=at], &authority[at + 1..]),
+        None => ("", authority),
+    };
+    if !matches!(tail.split('?').next(), Some("" | "/" | "/0")) {
+        return Some(Err(
+            "a cluster URL takes no database (Redis Cluster has only database 0)".into(),
+        ));
+    }
+    let mut nodes = Vec::new();
+    for host in hosts.split(',') {
+        let host = host.trim();
+        if host.is_empty() || host.contains(char::is_whitespace) {
+            return Some(Err(
+                "expected a comma-separated list of host:port after the scheme".into(),
+            ));
+        }
+        nodes.push(format!("{scheme}{userinfo}{host}{tail}"));
+    }
+    Some(Ok(nodes))
+}
+
+/// The connection of a [`RedisStore`]: one endpoint or a cluster. Cheap to clone (both
+/// variants are handles to a shared multiplexed connection).
+#[derive(Clone)]
+pub enum Conn {
+    /// `redis://` / `rediss://`: reconnects after failures.
+    Single(ConnectionManager),
+    /// `redis+cluster://`: routes by slot, follows redirections, reconnects.
+    Cluster(ClusterConnection),
+}
+
+impl redis::aio::ConnectionLike for Conn {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
 
 fn g(name: &str) -> String {
     format!("iron:{{g}}:{name}")
@@ -224,7 +317,7 @@ impl Scripts {
 
 /// The Redis-backed store.
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Conn,
     scripts: Scripts,
     lease_scripts: LeaseScripts,
     retain_events: usize,
@@ -242,6 +335,12 @@ impl From<redis::RedisError> for StoreError {
             || e.is_timeout()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
+            || e.is_cluster_error()
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::ClusterConnectionNotFound
+                    | redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown)
+            )
         {
             StoreError::Unavailable(e.to_string())
         } else {
@@ -272,6 +371,53 @@ fn parse_event(member: &str) -> Result<StoredEvent, StoreError> {
     })
 }
 
+/// `PING` on every master of the cluster, each by its address: a plain fan-out `PING`
+/// skips nodes the client has lost, and a command routed by slot falls back to another
+/// node, so neither would notice a master that is down. The masters come from
+/// `CLUSTER SLOTS` (asked of any node).
+async fn ping_every_master(conn: &ClusterConnection) -> Result<(), StoreError> {
+    use redis::Value;
+    use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+    let mut c = conn.clone();
+    let slots: Value = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query_async(&mut c)
+        .await?;
+    let Value::Array(ranges) = slots else {
+        return Err(StoreError::Backend("unexpected CLUSTER SLOTS reply".into()));
+    };
+    let mut masters: Vec<(String, u16)> = Vec::new();
+    for range in ranges {
+        let Value::Array(range) = range else { continue };
+        let Some(Value::Array(master)) = range.get(2) else {
+            continue;
+        };
+        let (Some(Value::BulkString(host)), Some(Value::Int(port))) =
+            (master.first(), master.get(1))
+        else {
+            continue;
+        };
+        let host = String::from_utf8_lossy(host).into_owned();
+        let Ok(port) = u16::try_from(*port) else {
+            continue;
+        };
+        // "" / "?" (endpoint unknown to that node): the client cannot address it either.
+        if !host.is_empty() && host != "?" && !masters.contains(&(host.clone(), port)) {
+            masters.push((host, port));
+        }
+    }
+    if masters.is_empty() {
+        return Err(StoreError::Unavailable(
+            "Redis Cluster serves no slots".into(),
+        ));
+    }
+    for (host, port) in masters {
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+        c.route_command(redis::cmd("PING"), routing).await?;
+    }
+    Ok(())
+}
+
 /// Sorts decoded records by `key` and pages them in memory (small global collections).
 fn page_in_memory<T>(
     mut items: Vec<T>,
@@ -287,16 +433,38 @@ fn page_in_memory<T>(
 }
 
 impl RedisStore {
-    /// Connects to `url` (`redis://…` or `rediss://…`).
+    /// Connects to `url`: `redis://…` / `rediss://…` (one endpoint) or
+    /// `redis+cluster://h1:p1,h2:p2,…` / `rediss+cluster://…` (a Redis Cluster, any reachable
+    /// seed node is enough; the client discovers the others).
     pub async fn connect(url: &str, retain_events: usize) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(3)))
-            .set_response_timeout(Some(Duration::from_secs(5)))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = match cluster_nodes(url) {
+            Some(nodes) => {
+                let nodes = nodes
+                    .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+                let client = ClusterClientBuilder::new(nodes)
+                    .connection_timeout(Duration::from_secs(3))
+                    .response_timeout(Duration::from_secs(5))
+                    .retries(2)
+                    .max_retry_wait(500)
+                    .build()
+                    .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+                let conn = client
+                    .get_async_connection()
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("Redis Cluster: {e}")))?;
+                Conn::Cluster(conn)
+            }
+            None => {
+                let client = redis::Client::open(url)
+                    .map_err(|e| StoreError::Unavailable(format!("invalid Redis URL: {e}")))?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(Duration::from_secs(3)))
+                    .set_response_timeout(Some(Duration::from_secs(5)))
+                    .set_number_of_retries(2)
+                    .set_max_delay(Duration::from_millis(500));
+                Conn::Single(ConnectionManager::new_with_config(client, config).await?)
+            }
+        };
         Ok(RedisStore {
             conn,
             scripts: Scripts::new(),
@@ -305,8 +473,42 @@ impl RedisStore {
         })
     }
 
-    fn conn(&self) -> ConnectionManager {
+    /// Whether this store talks to a Redis Cluster.
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
+    }
+
+    fn conn(&self) -> Conn {
         self.conn.clone()
+    }
+
+    /// Runs independent commands whose keys may sit in different slots, answers in order:
+    /// one pipeline on a single endpoint; on a cluster (where a pipeline must stay in one
+    /// slot) each command goes to its own slot's master, [`CLUSTER_FANOUT`] at a time.
+    async fn each<T: redis::FromRedisValue + Send + 'static>(
+        &self,
+        cmds: Vec<redis::Cmd>,
+    ) -> Result<Vec<T>, StoreError> {
+        if cmds.is_empty() {
+            return Ok(Vec::new());
+        }
+        match &self.conn {
+            Conn::Single(c) => {
+                let mut pipe = redis::pipe();
+                for cmd in cmds {
+                    pipe.add_command(cmd);
+                }
+                Ok(pipe.query_async(&mut c.clone()).await?)
+            }
+            Conn::Cluster(c) => Ok(futures::stream::iter(cmds)
+                .map(|cmd| {
+                    let mut c = c.clone();
+                    async move { cmd.query_async::<T>(&mut c).await }
+                })
+                .buffered(CLUSTER_FANOUT)
+                .try_collect()
+                .await?),
+        }
     }
 
     async fn hash_records<T: serde::de::DeserializeOwned>(
@@ -350,14 +552,15 @@ impl RedisStore {
         if pairs.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for (prj, tok) in pairs {
-            pipe.cmd("HMGET")
-                .arg(token_key(prj, tok))
-                .arg("json")
-                .arg("revoked_at");
-        }
-        let rows: Vec<(Option<Vec<u8>>, Option<u64>)> = pipe.query_async(&mut self.conn()).await?;
+        let cmds = pairs
+            .iter()
+            .map(|(prj, tok)| {
+                let mut c = redis::cmd("HMGET");
+                c.arg(token_key(prj, tok)).arg("json").arg("revoked_at");
+                c
+            })
+            .collect();
+        let rows: Vec<(Option<Vec<u8>>, Option<u64>)> = self.each(cmds).await?;
         let mut out = Vec::with_capacity(rows.len());
         for (json, revoked_at) in rows {
             if let Some(json) = json {
@@ -446,7 +649,12 @@ impl Store for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn()).await?;
+        match &self.conn {
+            Conn::Single(c) => {
+                let _: String = redis::cmd("PING").query_async(&mut c.clone()).await?;
+            }
+            Conn::Cluster(c) => ping_every_master(c).await?,
+        }
         Ok(())
     }
 
@@ -503,11 +711,15 @@ impl Store for RedisStore {
             .await?;
         let mut items = Vec::with_capacity(ids.len());
         if !ids.is_empty() {
-            let mut pipe = redis::pipe();
-            for id in &ids {
-                pipe.get(p(id, "project"));
-            }
-            let rows: Vec<Option<Vec<u8>>> = pipe.query_async(&mut self.conn()).await?;
+            let cmds = ids
+                .iter()
+                .map(|id| {
+                    let mut c = redis::cmd("GET");
+                    c.arg(p(id, "project"));
+                    c
+                })
+                .collect();
+            let rows: Vec<Option<Vec<u8>>> = self.each(cmds).await?;
             for row in rows.into_iter().flatten() {
                 items.push(decode::<Project>("project", &row)?);
             }
@@ -691,7 +903,8 @@ impl Store for RedisStore {
 
     async fn create_token(&self, token: &TokenRecord) -> Result<(), StoreError> {
         let (prj, id) = (&token.project_id, &token.id);
-        // Index first: an index entry without a record reads as "no such token".
+        // Index first: an index entry without a record reads as "no such token". (`MULTI`
+        // over `{g}` keys only: one slot, so it runs on a cluster too.)
         let _: () = redis::pipe()
             .atomic()
             .hset(g("token_project"), id, prj)
@@ -778,7 +991,7 @@ impl Store for RedisStore {
             .await?
             .ok_or_else(|| StoreError::not_found("token", id))?;
         // Global revocation set first: a crash after this still refuses the token. Entries
-        // of tokens expired by now are pruned on the way.
+        // of tokens expired by now are pruned on the way (`MULTI` on one `{g}` key).
         let (_, added): (i64, i64) = redis::pipe()
             .atomic()
             .cmd("ZREMRANGEBYSCORE")
@@ -1150,12 +1363,16 @@ impl Store for RedisStore {
             return Ok(SweepStats::default());
         }
         // Only projects with leases or recorded event ids need the script.
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(projects.len() * 2);
         for prj in &projects {
-            pipe.cmd("HLEN").arg(p(prj, "leases"));
-            pipe.cmd("ZCARD").arg(p(prj, "usage:ids"));
+            let mut hlen = redis::cmd("HLEN");
+            hlen.arg(p(prj, "leases"));
+            let mut zcard = redis::cmd("ZCARD");
+            zcard.arg(p(prj, "usage:ids"));
+            cmds.push(hlen);
+            cmds.push(zcard);
         }
-        let sizes: Vec<u64> = pipe.query_async(&mut self.conn()).await?;
+        let sizes: Vec<u64> = self.each(cmds).await?;
         let mut stats = SweepStats::default();
         for (prj, sz) in projects.iter().zip(sizes.chunks(2)) {
             if sz.iter().all(|n| *n == 0) {
@@ -1334,5 +1551,45 @@ impl StoredLease {
             created_at: n(&self.ca)?,
             purge_at: n(&self.pa)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::cluster_nodes;
+
+    #[test]
+    fn cluster_urls_split_into_seed_nodes() {
+        assert!(cluster_nodes("redis://h:6379").is_none());
+        assert!(cluster_nodes("rediss://h:6379").is_none());
+        assert_eq!(
+            cluster_nodes("redis+cluster://a:7000,b:7001, c:7002")
+                .unwrap()
+                .unwrap(),
+            ["redis://a:7000", "redis://b:7001", "redis://c:7002"]
+        );
+        // Credentials (even with an encoded `@`) and the query go to every node.
+        assert_eq!(
+            cluster_nodes("rediss+cluster://u:p%40ss@a:7000,b:7001/?protocol=resp3")
+                .unwrap()
+                .unwrap(),
+            [
+                "rediss://u:p%40ss@a:7000/?protocol=resp3",
+                "rediss://u:p%40ss@b:7001/?protocol=resp3"
+            ]
+        );
+        assert_eq!(
+            cluster_nodes("redis+cluster://a:7000/0").unwrap().unwrap(),
+            ["redis://a:7000/0"]
+        );
+        for bad in [
+            "redis+cluster://",
+            "redis+cluster://a:1,,b:2",
+            "redis+cluster://:pw@a:1/3",
+        ] {
+            let e = cluster_nodes(bad).unwrap().unwrap_err();
+            assert!(!e.contains("pw"), "{e}");
+        }
     }
 }

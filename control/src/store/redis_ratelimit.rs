@@ -9,16 +9,17 @@
 //! | `iron:{prj_…}:rl:<scope>:<kind>` | hash | unix second → units counted in that second; TTL 2 min |
 //!
 //! `<scope>` is `token:tok_…` or `project:prj_…`, `<kind>` `requests` or `tokens`. Every key
-//! of a call carries the project's hash tag (Redis Cluster: one slot). The Lua rule is the
+//! of a call carries the project's hash tag (Redis Cluster: one slot; takes of several
+//! projects are one call per project, so each goes to its own slot's master). The Lua rule is the
 //! one of `iron_core::ratelimit::Window::take` (the conformance suite runs both stores
 //! through the same cases); buckets from a clock ahead of this replica's are counted too
 //! (never over-admit) and buckets older than the window are deleted on the way.
 
 use iron_core::ratelimit::{BUCKETS, RateGrant, RateTake, WINDOW_SECS};
 use redis::Script;
-use redis::aio::ConnectionManager;
 
 use super::StoreError;
+use super::redis::Conn;
 
 /// Key TTL: two windows, so an idle counter disappears on its own.
 pub const KEY_TTL_MS: u64 = 2 * WINDOW_SECS * 1000;
@@ -139,7 +140,7 @@ static SCRIPT: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| Script:
 
 /// Runs `takes` (grouped by project, one script call per project, answers in take order).
 pub(super) async fn rate_take(
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     takes: &[RateTake],
     now_ms: u64,
 ) -> Result<Vec<RateGrant>, StoreError> {
