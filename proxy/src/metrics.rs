@@ -339,7 +339,11 @@ mod tests {
         .unwrap();
         assert_eq!(m.model("gpt-4o"), "gpt-4o");
         assert_eq!(m.model("gpt-4o-mini"), "gpt-4o-mini");
-        assert_eq!(m.model("gpt-made-up-1"), OTHER, "a third model name is not a new series");
+        assert_eq!(
+            m.model("gpt-made-up-1"),
+            OTHER,
+            "a third model name is not a new series"
+        );
         assert_eq!(m.model("gpt-4o"), "gpt-4o");
         assert_eq!(m.project("prj_a"), ALL_PROJECTS);
     }
