@@ -117,6 +117,38 @@ pub struct KeySource {
     pub api_key_stdin: bool,
 }
 
+/// A deployment's own timeouts in milliseconds (1 to 600000); unset ones use the proxy's
+/// `[upstream]` values.
+#[derive(Debug, Args)]
+pub struct TimeoutFlags {
+    /// Connect (TCP + TLS) timeout in ms.
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub connect_timeout_ms: Option<u64>,
+    /// Time to the first response byte in ms (then 504 `upstream_timeout`).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub first_byte_timeout_ms: Option<u64>,
+    /// Longest gap between body chunks in ms (a stream then ends with an error event).
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..=600_000))]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+impl TimeoutFlags {
+    /// The `timeouts` object of the request body, or `None` when no flag was given.
+    pub fn body(&self) -> Option<serde_json::Value> {
+        let mut t = serde_json::Map::new();
+        for (k, v) in [
+            ("connect_ms", self.connect_timeout_ms),
+            ("first_byte_ms", self.first_byte_timeout_ms),
+            ("idle_ms", self.idle_timeout_ms),
+        ] {
+            if let Some(ms) = v {
+                t.insert(k.into(), ms.into());
+            }
+        }
+        (!t.is_empty()).then_some(serde_json::Value::Object(t))
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ProviderCmd {
     /// Register a provider deployment.
@@ -134,6 +166,30 @@ pub enum ProviderCmd {
         /// Higher wins among healthy deployments (default 0).
         #[arg(long, allow_negative_numbers = true)]
         priority: Option<i32>,
+        #[command(flatten)]
+        timeouts: TimeoutFlags,
+    },
+    /// Change a provider's base URL, models, priority or timeouts (unset flags keep
+    /// their value).
+    ///
+    /// `iron provider update openai --first-byte-timeout-ms 20000` · `iron provider update openai --clear-timeouts`
+    #[command(group(clap::ArgGroup::new("changes").required(true).multiple(true)
+        .args(["base_url", "models", "priority", "connect_timeout_ms", "first_byte_timeout_ms",
+               "idle_timeout_ms", "clear_timeouts"])))]
+    Update {
+        name: String,
+        #[arg(long)]
+        base_url: Option<String>,
+        /// Comma-separated model glob patterns ('' = all).
+        #[arg(long)]
+        models: Option<String>,
+        #[arg(long, allow_negative_numbers = true)]
+        priority: Option<i32>,
+        #[command(flatten)]
+        timeouts: TimeoutFlags,
+        /// Remove all three timeouts (the proxy's `[upstream]` values apply again).
+        #[arg(long, conflicts_with_all = ["connect_timeout_ms", "first_byte_timeout_ms", "idle_timeout_ms"])]
+        clear_timeouts: bool,
     },
     /// List providers (keys masked).
     List,

@@ -75,7 +75,37 @@ const PROVIDER_FIELDS: &[(&str, &str)] = &[
     ("models", "models"),
     ("priority", "priority"),
     ("key", "api_key_masked"),
+    ("connect timeout (ms)", "connect_timeout_ms"),
+    ("first byte timeout (ms)", "first_byte_timeout_ms"),
+    ("idle timeout (ms)", "idle_timeout_ms"),
 ];
+
+/// A provider with its `timeouts` object flattened for the table view (`default` = the
+/// proxy's `[upstream]` value).
+fn flat_timeouts(v: &Value) -> Value {
+    let mut v = v.clone();
+    for (flat, key) in [
+        ("connect_timeout_ms", "connect_ms"),
+        ("first_byte_timeout_ms", "first_byte_ms"),
+        ("idle_timeout_ms", "idle_ms"),
+    ] {
+        let ms = match &v["timeouts"][key] {
+            Value::Null => json!("default"),
+            other => other.clone(),
+        };
+        if let Some(o) = v.as_object_mut() {
+            o.insert(flat.into(), ms);
+        }
+    }
+    v
+}
+
+fn emit_provider(out: OutputFormat, v: &Value) {
+    match out {
+        OutputFormat::Json => print_json(v),
+        OutputFormat::Table => print(&details(&flat_timeouts(v), PROVIDER_FIELDS)),
+    }
+}
 
 pub async fn provider(c: &Client, out: OutputFormat, cmd: ProviderCmd) -> Result<(), CliError> {
     match cmd {
@@ -86,6 +116,7 @@ pub async fn provider(c: &Client, out: OutputFormat, cmd: ProviderCmd) -> Result
             key,
             models,
             priority,
+            timeouts,
         } => {
             let k = read_key(&key)?;
             let mut body = json!({"name": name, "kind": kind.as_str(), "base_url": base_url, "api_key": k.as_str()});
@@ -95,8 +126,43 @@ pub async fn provider(c: &Client, out: OutputFormat, cmd: ProviderCmd) -> Result
             if let Some(p) = priority {
                 body["priority"] = json!(p);
             }
+            if let Some(t) = timeouts.body() {
+                body["timeouts"] = t;
+            }
             let v = c.json(Method::POST, "/v1/providers", Some(&body)).await?;
-            emit_one(out, &v, PROVIDER_FIELDS);
+            emit_provider(out, &v);
+        }
+        ProviderCmd::Update {
+            name,
+            base_url,
+            models,
+            priority,
+            timeouts,
+            clear_timeouts,
+        } => {
+            let mut body = json!({});
+            if let Some(u) = base_url {
+                body["base_url"] = json!(u);
+            }
+            if let Some(m) = models {
+                body["models"] = json!(split_list(&m));
+            }
+            if let Some(p) = priority {
+                body["priority"] = json!(p);
+            }
+            if clear_timeouts {
+                body["timeouts"] = Value::Null;
+            } else if let Some(t) = timeouts.body() {
+                body["timeouts"] = t;
+            }
+            let v = c
+                .json(
+                    Method::PATCH,
+                    &format!("/v1/providers/{}", enc(&name)),
+                    Some(&body),
+                )
+                .await?;
+            emit_provider(out, &v);
         }
         ProviderCmd::List => {
             let items = c.list("/v1/providers").await?;
@@ -119,7 +185,7 @@ pub async fn provider(c: &Client, out: OutputFormat, cmd: ProviderCmd) -> Result
         }
         ProviderCmd::Show { name } => {
             let v = c.get(&format!("/v1/providers/{}", enc(&name))).await?;
-            emit_one(out, &v, PROVIDER_FIELDS);
+            emit_provider(out, &v);
         }
         ProviderCmd::RotateKey { name, key } => {
             let k = read_key(&key)?;
@@ -131,7 +197,7 @@ pub async fn provider(c: &Client, out: OutputFormat, cmd: ProviderCmd) -> Result
                     Some(&body),
                 )
                 .await?;
-            emit_one(out, &v, PROVIDER_FIELDS);
+            emit_provider(out, &v);
         }
         ProviderCmd::Remove { name } => {
             let v = c

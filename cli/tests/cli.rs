@@ -739,3 +739,97 @@ async fn provider_add_refuses_internal_and_plain_http_upstreams() {
         "{listed:?}"
     );
 }
+
+/// Issue 6: `iron provider add/update --connect-timeout-ms --first-byte-timeout-ms
+/// --idle-timeout-ms` set a deployment's own timeouts; `--clear-timeouts` removes them;
+/// out-of-range values are a usage error (exit 2) naming the flag, sent nowhere.
+#[tokio::test]
+async fn provider_timeouts_are_set_updated_and_cleared() {
+    let c = control().await;
+    let env = [("T_KEY", "sk-timeouts-test-0123456789abcdef")];
+    let add = [
+        "provider",
+        "add",
+        "slow",
+        "--kind",
+        "openai",
+        "--base-url",
+        "https://api.openai.com",
+        "--api-key-env",
+        "T_KEY",
+        "--first-byte-timeout-ms",
+        "1500",
+        "--idle-timeout-ms",
+        "20000",
+        "-o",
+        "json",
+    ];
+    let o = iron_with(&c, Some(&c.admin.clone()), &env, None, &add).await;
+    ok(&o);
+    assert_eq!(
+        o.json()["timeouts"],
+        serde_json::json!({"connect_ms": null, "first_byte_ms": 1500, "idle_ms": 20000})
+    );
+
+    let o = iron(
+        &c,
+        &[
+            "provider",
+            "update",
+            "slow",
+            "--connect-timeout-ms",
+            "800",
+            "--first-byte-timeout-ms",
+            "2500",
+        ],
+    )
+    .await;
+    ok(&o);
+    assert!(o.stdout.contains("connect timeout (ms)     800"), "{o:?}");
+    assert!(o.stdout.contains("first byte timeout (ms)  2500"), "{o:?}");
+    assert!(o.stdout.contains("idle timeout (ms)        20000"), "{o:?}");
+    let shown = iron(&c, &["provider", "show", "slow", "-o", "json"]).await;
+    ok(&shown);
+    assert_eq!(
+        shown.json()["timeouts"],
+        serde_json::json!({"connect_ms": 800, "first_byte_ms": 2500, "idle_ms": 20000})
+    );
+
+    for (flag, value) in [
+        ("--first-byte-timeout-ms", "0"),
+        ("--idle-timeout-ms", "600001"),
+        ("--connect-timeout-ms", "-5"),
+        ("--connect-timeout-ms", "soon"),
+    ] {
+        let o = iron(&c, &["provider", "update", "slow", flag, value]).await;
+        assert_eq!(o.code, 2, "{flag} {value}: {o:?}");
+        assert!(o.stderr.contains(flag), "{flag} {value}: {o:?}");
+    }
+    // No flag at all is a usage error too.
+    assert_eq!(iron(&c, &["provider", "update", "slow"]).await.code, 2);
+    let still = iron(&c, &["provider", "show", "slow", "-o", "json"]).await;
+    assert_eq!(still.json()["timeouts"], shown.json()["timeouts"]);
+
+    let o = iron(
+        &c,
+        &[
+            "provider",
+            "update",
+            "slow",
+            "--clear-timeouts",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    ok(&o);
+    assert_eq!(
+        o.json()["timeouts"],
+        serde_json::json!({"connect_ms": null, "first_byte_ms": null, "idle_ms": null})
+    );
+    let o = iron(&c, &["provider", "show", "slow"]).await;
+    assert!(
+        o.stdout.contains("first byte timeout (ms)  default"),
+        "{o:?}"
+    );
+}

@@ -189,6 +189,7 @@ pub async fn register_env_providers(
                     api_key: key,
                     models: Vec::new(),
                     priority: 0,
+                    timeouts: Default::default(),
                 };
                 svc.create_provider(&actor, req).await?;
                 "created"

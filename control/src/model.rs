@@ -8,7 +8,7 @@
 
 use iron_core::Money;
 use iron_core::token::PublicKey;
-use iron_core::wire::{ControlEvent, ProviderKind, SealedSecret};
+use iron_core::wire::{ControlEvent, DeploymentTimeouts, ProviderKind, SealedSecret};
 use serde::{Deserialize, Serialize};
 
 /// Unix seconds.
@@ -80,6 +80,10 @@ pub struct Provider {
     pub api_key: SealedSecret,
     /// The masked key shown in listings (`sk-…abc`), computed once at write time.
     pub key_hint: String,
+    /// Per-deployment timeouts (ms); unset ones use the proxy's `[upstream]` values. Absent in
+    /// records written before they existed.
+    #[serde(default, skip_serializing_if = "DeploymentTimeouts::is_none")]
+    pub timeouts: DeploymentTimeouts,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
 }

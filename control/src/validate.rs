@@ -1,5 +1,5 @@
-//! Input validation for the REST API: names, dollar amounts, TTLs, model patterns and
-//! provider base URLs.
+//! Input validation for the REST API: names, dollar amounts, TTLs, model patterns,
+//! provider base URLs and per-deployment timeouts.
 //!
 //! Request bodies deserialize straight into these validated newtypes, so a bad value fails
 //! while parsing (with the JSON path of the field, `api::json`) and nothing reaches the
@@ -174,6 +174,49 @@ pub fn check_patterns(v: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// A per-deployment timeout in milliseconds from JSON: a whole number from 1 to
+/// [`MAX_DEPLOYMENT_TIMEOUT_MS`] (10 minutes). Zero, negative, fractional, too large or
+/// non-numeric values are rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeoutMs(pub u64);
+
+pub use iron_core::wire::MAX_DEPLOYMENT_TIMEOUT_MS;
+
+/// Checks a timeout in milliseconds (also used by the CLI's flags through the API).
+pub fn check_timeout_ms(ms: u64) -> Result<u64, String> {
+    if ms == 0 || ms > MAX_DEPLOYMENT_TIMEOUT_MS {
+        return Err(format!(
+            "must be a whole number of milliseconds from 1 to {MAX_DEPLOYMENT_TIMEOUT_MS}"
+        ));
+    }
+    Ok(ms)
+}
+
+impl<'de> Deserialize<'de> for TimeoutMs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = TimeoutMs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(
+                    f,
+                    "a whole number of milliseconds from 1 to {MAX_DEPLOYMENT_TIMEOUT_MS}"
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<TimeoutMs, E> {
+                check_timeout_ms(v).map(TimeoutMs).map_err(E::custom)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<TimeoutMs, E> {
+                if v < 0 {
+                    return Err(E::custom("must not be negative"));
+                }
+                self.visit_u64(v.unsigned_abs())
+            }
+        }
+        d.deserialize_u64(V)
+    }
+}
+
 /// A provider API key as received: non-empty, at most 4 KiB, no whitespace or control
 /// characters. Zeroized on drop; `Debug` never shows it.
 pub struct ProviderKeyInput(pub zeroize::Zeroizing<String>);
@@ -319,6 +362,20 @@ mod tests {
         for bad in ["", "10s", "400d", "soon", "-1d"] {
             assert!(parse_ttl(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn timeouts_ms() {
+        let p = |j: &str| serde_json::from_str::<TimeoutMs>(j).map(|t| t.0);
+        assert_eq!(p("1").unwrap(), 1);
+        assert_eq!(p("600000").unwrap(), 600_000);
+        for bad in [
+            "0", "-1", "600001", "1.5", "\"100\"", "true", "null", "1e20",
+        ] {
+            assert!(p(bad).is_err(), "{bad}");
+        }
+        assert!(p("-5").unwrap_err().to_string().contains("negative"));
+        assert!(p("0").unwrap_err().to_string().contains("from 1 to 600000"));
     }
 
     #[test]

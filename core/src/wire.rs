@@ -87,6 +87,32 @@ pub struct ProviderSpec {
     pub priority: i32,
     /// The provider key sealed for this proxy.
     pub api_key: SealedSecret,
+    /// This deployment's own timeouts; absent (older controls) = the proxy's `[upstream]` ones.
+    #[serde(default, skip_serializing_if = "DeploymentTimeouts::is_none")]
+    pub timeouts: DeploymentTimeouts,
+}
+
+/// Most milliseconds a per-deployment timeout may be set to (10 minutes).
+pub const MAX_DEPLOYMENT_TIMEOUT_MS: u64 = 600_000;
+
+/// Per-deployment timeouts in milliseconds (`design.md` §8): connect, first response byte,
+/// and idle gap between body chunks. `None` = the proxy's `[upstream]` value applies.
+/// Control accepts 1..=[`MAX_DEPLOYMENT_TIMEOUT_MS`]; the proxy ignores a 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentTimeouts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_byte_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_ms: Option<u64>,
+}
+
+impl DeploymentTimeouts {
+    /// True when no timeout is overridden.
+    pub fn is_none(&self) -> bool {
+        self.connect_ms.is_none() && self.first_byte_ms.is_none() && self.idle_ms.is_none()
+    }
 }
 
 fn default_models() -> Vec<String> {
@@ -196,6 +222,34 @@ mod tests {
         assert!(!glob_match("claude-*", "gpt-4o"));
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("exact", "exact2"));
+    }
+
+    #[test]
+    fn provider_spec_timeouts_default_when_absent() {
+        let old = r#"{"id":"prv_1","name":"a","kind":"openai","base_url":"https://x",
+            "api_key":{"key_id":"k","nonce":"n","ciphertext":"c"}}"#;
+        let spec: ProviderSpec = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
+        assert!(spec.timeouts.is_none());
+        assert!(
+            !serde_json::to_string(&spec)
+                .unwrap_or_default()
+                .contains("timeouts")
+        );
+        let with = DeploymentTimeouts {
+            first_byte_ms: Some(1500),
+            ..Default::default()
+        };
+        let spec = ProviderSpec {
+            timeouts: with,
+            ..spec
+        };
+        let json = serde_json::to_string(&spec).unwrap_or_default();
+        assert!(
+            json.contains(r#""timeouts":{"first_byte_ms":1500}"#),
+            "{json}"
+        );
+        let back: ProviderSpec = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.timeouts, with);
     }
 
     #[test]

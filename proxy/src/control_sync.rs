@@ -16,17 +16,28 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use iron_core::sse::SseDecoder;
 use iron_core::transit::{TransitKey, transit_key};
-use iron_core::wire::{ControlEvent, Snapshot};
+use iron_core::wire::{ControlEvent, DeploymentTimeouts, Snapshot};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use zeroize::Zeroizing;
 
-use crate::config::ControlSource;
+use crate::config::{ControlSource, TimeoutOverrides};
 use crate::proxy::Shared;
 use crate::state::{Deployment, Project, Routing};
 
 /// Wait between reconnect attempts (and snapshot polls) while control is unreachable.
 const RETRY: Duration = Duration::from_secs(1);
+
+/// A provider's timeouts from the snapshot as [`TimeoutOverrides`]; a 0 (never sent by
+/// control, which accepts 1..=600000 ms) counts as unset rather than as "time out at once".
+fn overrides(t: &DeploymentTimeouts) -> TimeoutOverrides {
+    let ms = |v: Option<u64>| v.filter(|&ms| ms > 0).map(Duration::from_millis);
+    TimeoutOverrides {
+        connect: ms(t.connect_ms),
+        first_byte: ms(t.first_byte_ms),
+        idle: ms(t.idle_ms),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -81,7 +92,8 @@ impl ControlSync {
                 .map_err(|_| SyncError::Unseal(p.id.clone()))?;
             let key =
                 String::from_utf8(key.to_vec()).map_err(|_| SyncError::Unseal(p.id.clone()))?;
-            let d = Deployment::new(
+            let timeouts = overrides(&p.timeouts);
+            let mut d = Deployment::new(
                 p.id,
                 p.name,
                 p.kind,
@@ -91,6 +103,7 @@ impl ControlSync {
                 Zeroizing::new(key),
             )
             .map_err(SyncError::Invalid)?;
+            d.timeouts = timeouts;
             deployments.push(d);
         }
         let projects = snap
@@ -218,5 +231,32 @@ impl BackgroundService for ControlSync {
                 _ = shutdown.changed() => return,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_timeouts_become_deployment_overrides() {
+        let t = DeploymentTimeouts {
+            connect_ms: Some(250),
+            first_byte_ms: Some(1_500),
+            idle_ms: None,
+        };
+        let o = overrides(&t);
+        assert_eq!(o.connect, Some(Duration::from_millis(250)));
+        assert_eq!(o.first_byte, Some(Duration::from_millis(1_500)));
+        assert_eq!(o.idle, None);
+        let zero = DeploymentTimeouts {
+            first_byte_ms: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(overrides(&zero), TimeoutOverrides::default());
+        assert_eq!(
+            overrides(&DeploymentTimeouts::default()),
+            TimeoutOverrides::default()
+        );
     }
 }

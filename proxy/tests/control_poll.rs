@@ -177,6 +177,7 @@ async fn revocation_arrives_by_snapshot_polling_when_the_event_stream_fails() {
                 models: vec!["*".into()],
                 priority: 0,
                 api_key: sealed,
+                timeouts: Default::default(),
             }],
             revoked: Vec::new(),
             prices: BTreeMap::new(),

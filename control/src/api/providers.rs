@@ -1,18 +1,82 @@
 //! `/v1/providers`: provider deployments. Keys are write-only: responses show them masked.
+//!
+//! A provider may carry its own `timeouts` (connect, first byte, idle between chunks, in
+//! ms); they travel in the proxy snapshot and override the proxy's `[upstream]` values for
+//! that deployment only.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use http::StatusCode;
-use iron_core::wire::ProviderKind;
-use serde::Deserialize;
+use iron_core::wire::{DeploymentTimeouts, ProviderKind};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::extract::{Admin, ApiJson, ApiQuery, GlobalReader, PageQuery};
 use super::views::{Deleted, List, ProviderView};
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::service::NewProvider;
-use crate::validate::{ModelPatterns, Name, ProviderKeyInput};
+use crate::service::{NewProvider, ProviderUpdate};
+use crate::validate::{ModelPatterns, Name, ProviderKeyInput, TimeoutMs};
+
+/// Distinguishes an absent field from an explicit `null`.
+fn nullable<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as Deserialize>::deserialize(d).map(Some)
+}
+
+/// `"timeouts"` of a provider: this deployment's own timeouts in milliseconds, each a whole
+/// number from 1 to 600000; an unset one uses the proxy's `[upstream]` value. In `PATCH` a
+/// missing key leaves that timeout unchanged and `null` removes it.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsInput {
+    /// TCP (+ TLS) connect timeout.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 600000, example = 5000)]
+    pub connect_ms: Option<Option<TimeoutMs>>,
+    /// From request sent to the first response byte (504 `upstream_timeout` when exceeded).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 600000, example = 30000)]
+    pub first_byte_ms: Option<Option<TimeoutMs>>,
+    /// Longest gap between two body chunks (a stream then ends with an error event).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<u64>, minimum = 1, maximum = 600000, example = 60000)]
+    pub idle_ms: Option<Option<TimeoutMs>>,
+}
+
+impl TimeoutsInput {
+    /// `current` with this input applied.
+    pub fn apply(&self, current: DeploymentTimeouts) -> DeploymentTimeouts {
+        let pick = |v: Option<Option<TimeoutMs>>, cur: Option<u64>| match v {
+            None => cur,
+            Some(v) => v.map(|t| t.0),
+        };
+        DeploymentTimeouts {
+            connect_ms: pick(self.connect_ms, current.connect_ms),
+            first_byte_ms: pick(self.first_byte_ms, current.first_byte_ms),
+            idle_ms: pick(self.idle_ms, current.idle_ms),
+        }
+    }
+}
+
+/// A provider's own timeouts as the API shows them (`null` = the proxy's `[upstream]` value).
+#[derive(Clone, Copy, Debug, Serialize, ToSchema)]
+pub struct TimeoutsView {
+    pub connect_ms: Option<u64>,
+    pub first_byte_ms: Option<u64>,
+    pub idle_ms: Option<u64>,
+}
+
+impl From<DeploymentTimeouts> for TimeoutsView {
+    fn from(t: DeploymentTimeouts) -> Self {
+        TimeoutsView {
+            connect_ms: t.connect_ms,
+            first_byte_ms: t.first_byte_ms,
+            idle_ms: t.idle_ms,
+        }
+    }
+}
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +97,8 @@ pub struct CreateProvider {
     pub models: Option<ModelPatterns>,
     /// Higher wins among healthy deployments of a family (default 0).
     pub priority: Option<i32>,
+    /// This deployment's own timeouts (default: the proxy's `[upstream]` ones).
+    pub timeouts: Option<TimeoutsInput>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -42,6 +108,11 @@ pub struct PatchProvider {
     #[schema(value_type = Option<Vec<String>>)]
     pub models: Option<ModelPatterns>,
     pub priority: Option<i32>,
+    /// Changes to the timeouts: a missing key keeps that timeout, `null` removes it;
+    /// `"timeouts": null` removes all three.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<TimeoutsInput>)]
+    pub timeouts: Option<Option<TimeoutsInput>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -98,6 +169,10 @@ pub async fn create_provider(
         api_key: body.api_key,
         models: body.models.map(|m| m.0).unwrap_or_default(),
         priority: body.priority.unwrap_or(0),
+        timeouts: body
+            .timeouts
+            .map(|t| t.apply(DeploymentTimeouts::default()))
+            .unwrap_or_default(),
     };
     let p = s.svc.create_provider(&caller.actor(), req).await?;
     Ok((StatusCode::CREATED, Json(p.into())))
@@ -132,15 +207,20 @@ pub async fn patch_provider(
         check_url_len(u)?;
     }
     let current = s.svc.resolve_provider(&provider).await?;
+    let timeouts = match &body.timeouts {
+        None => None,
+        Some(None) => Some(DeploymentTimeouts::default()),
+        Some(Some(input)) => Some(input.apply(current.timeouts)),
+    };
+    let update = ProviderUpdate {
+        base_url: body.base_url,
+        models: body.models.map(|m| m.0),
+        priority: body.priority,
+        timeouts,
+    };
     let p = s
         .svc
-        .update_provider_settings(
-            &caller.actor(),
-            current,
-            body.base_url.as_deref(),
-            body.models.map(|m| m.0),
-            body.priority,
-        )
+        .update_provider(&caller.actor(), current, update)
         .await?;
     Ok(Json(p.into()))
 }

@@ -87,6 +87,8 @@ pub struct ProviderView {
     pub priority: i32,
     /// The key, masked: first and last 3 characters (`sk-…abc`), or `…` for short keys.
     pub api_key_masked: String,
+    /// This deployment's own timeouts (ms); a `null` one uses the proxy's `[upstream]` value.
+    pub timeouts: super::providers::TimeoutsView,
     pub created_at: String,
     pub updated_at: String,
     /// This deployment's circuit breaker on each proxy that reported in the last 30 s.
@@ -131,6 +133,7 @@ impl From<Provider> for ProviderView {
             models: p.models,
             priority: p.priority,
             api_key_masked: p.key_hint,
+            timeouts: p.timeouts.into(),
             breakers: Vec::new(),
             created_at: time(p.created_at),
             updated_at: time(p.updated_at),

@@ -37,7 +37,7 @@ use zeroize::Zeroizing;
 pub use leases::{Clock, ManualClock, SystemClock};
 pub use master::{MasterKeyError, RotationReport};
 pub use projects::{NewProject, ProjectPatch};
-pub use providers::NewProvider;
+pub use providers::{NewProvider, ProviderUpdate};
 pub use tokens::{DEFAULT_TTL, MintRequest};
 
 /// Who performs a mutation, for the audit log.

@@ -1,7 +1,7 @@
 //! Provider deployments: keys sealed at rest under the master key (AAD = provider id),
 //! write-only through the API, masked in listings.
 
-use iron_core::wire::{ControlEvent, ProviderKind};
+use iron_core::wire::{ControlEvent, DeploymentTimeouts, ProviderKind};
 use serde_json::json;
 use zeroize::Zeroizing;
 
@@ -19,6 +19,18 @@ pub struct NewProvider {
     pub api_key: ProviderKeyInput,
     pub models: Vec<String>,
     pub priority: i32,
+    /// Per-deployment timeouts, already validated (`validate::TimeoutMs`).
+    pub timeouts: DeploymentTimeouts,
+}
+
+/// A validated provider update: `None` leaves a setting unchanged.
+#[derive(Debug, Default)]
+pub struct ProviderUpdate {
+    pub base_url: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub priority: Option<i32>,
+    /// The complete new timeouts (the API merges its partial input onto the current ones).
+    pub timeouts: Option<DeploymentTimeouts>,
 }
 
 impl Service {
@@ -59,6 +71,7 @@ impl Service {
                 req.models
             },
             priority: req.priority,
+            timeouts: req.timeouts,
             created_at: t,
             updated_at: t,
         };
@@ -69,7 +82,8 @@ impl Service {
             "provider.create",
             &provider.id,
             None,
-            json!({"name": provider.name, "kind": provider.kind, "base_url": provider.base_url}),
+            json!({"name": provider.name, "kind": provider.kind, "base_url": provider.base_url,
+                "timeouts": provider.timeouts}),
             serde_json::Value::Null,
             audit_image(&provider),
         )
@@ -113,16 +127,35 @@ impl Service {
         models: Option<Vec<String>>,
         priority: Option<i32>,
     ) -> Result<Provider, ApiError> {
+        let update = ProviderUpdate {
+            base_url: base_url.map(str::to_owned),
+            models,
+            priority,
+            timeouts: None,
+        };
+        self.update_provider(actor, current, update).await
+    }
+
+    /// Applies `update` (`PATCH /v1/providers/{id}`): base URL, models, priority, timeouts.
+    pub async fn update_provider(
+        &self,
+        actor: &Actor,
+        current: Provider,
+        update: ProviderUpdate,
+    ) -> Result<Provider, ApiError> {
         let before = audit_image(&current);
         let mut p = current;
-        if let Some(u) = base_url {
+        if let Some(u) = &update.base_url {
             p.base_url = self.checked_url(u)?;
         }
-        if let Some(m) = models {
+        if let Some(m) = update.models {
             p.models = if m.is_empty() { vec!["*".into()] } else { m };
         }
-        if let Some(prio) = priority {
+        if let Some(prio) = update.priority {
             p.priority = prio;
+        }
+        if let Some(t) = update.timeouts {
+            p.timeouts = t;
         }
         p.updated_at = now();
         self.store.update_provider(&p).await?;
@@ -132,7 +165,8 @@ impl Service {
             "provider.update",
             &p.id,
             None,
-            json!({"name": p.name, "base_url": p.base_url, "models": p.models, "priority": p.priority}),
+            json!({"name": p.name, "base_url": p.base_url, "models": p.models,
+                "priority": p.priority, "timeouts": p.timeouts}),
             before,
             audit_image(&p),
         )

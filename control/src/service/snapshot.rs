@@ -35,6 +35,7 @@ impl Service {
                 base_url: p.base_url,
                 models: p.models,
                 priority: p.priority,
+                timeouts: p.timeouts,
             });
         }
         Ok(Snapshot {
