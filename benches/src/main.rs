@@ -5,7 +5,8 @@
 //! ```sh
 //! cargo build --release -p iron-proxy -p iron-bench
 //! target/release/iron-bench [--quick] [--mode direct,passthrough,full|all] \
-//!     [--scenario nonstream,stream,large|all] [--rate N] [--duration S] [--json out.json]
+//!     [--scenario nonstream,stream,large|all] [--rate N] [--duration S] [--ttft-ms N] \
+//!     [--json out.json]
 //! ```
 
 use std::path::PathBuf;
@@ -86,6 +87,15 @@ struct Args {
     /// Delay between stream events in the memory measurement, ms [default: 50; --quick 20].
     #[arg(long)]
     stream_delay_ms: Option<u64>,
+    /// The mock waits this long before every answer's headers (`x-mock-ttfb-ms`), ms, in
+    /// every mode: a provider's time to first token. 0 answers at once. An open loop needs
+    /// about rate × TTFT / 1000 connections: raise --max-conns to match.
+    #[arg(long, default_value_t = 0)]
+    ttft_ms: u64,
+    /// Test hook: every measured request asks the mock for this fault (`x-mock-fault`, e.g.
+    /// `status500`, `reset-mid-stream`), to check that failures fail the run.
+    #[arg(long, hide = true)]
+    mock_fault: Option<String>,
     /// The open-loop scheduler spins this long before each send instead of sleeping, µs.
     #[arg(long, default_value_t = 50)]
     spin_us: u64,
@@ -267,6 +277,8 @@ fn real_main() -> anyhow::Result<ExitCode> {
         proxy_cpus: pinned_child.then(|| PROXY_CPU.to_owned()),
         allow_stale_proxy: args.allow_stale_proxy,
         wait_idle: Duration::from_secs(args.wait_idle),
+        ttft_ms: args.ttft_ms,
+        mock_fault: args.mock_fault,
         full_features: FeatureSet {
             budgets: args.full_features.contains(&FeatureArg::Budgets),
             pii: args.full_features.contains(&FeatureArg::Pii),

@@ -27,8 +27,11 @@ pub struct Settings {
     pub stream_delay_ms: u64,
     pub proxy_threads: usize,
     pub proxy_rust_log: String,
-    /// `None`: the proxy did not accept `[features]`, pass-through used the defaults.
+    /// The `[features]` of pass-through runs; `None` only when no proxy mode ran (a proxy
+    /// that rejects `[features]` fails the run instead).
     pub passthrough_features: Option<FeatureSet>,
+    /// Mock time to first byte (`x-mock-ttfb-ms`) on every measured request, ms (0: none).
+    pub ttft_ms: u64,
     /// Events in a correct `stream` answer (learned from the mock).
     pub stream_events: usize,
 }
@@ -274,13 +277,14 @@ impl Report {
         s.push_str(&format!("machine: {}\n", self.machine.summary()));
         s.push_str(&format!("pinning: {}\n", self.machine.pinning_summary()));
         s.push_str(&format!(
-            "runs: warm-up {:.1} s, open loop {:.1} s, closed loop {:.1} s × {} connections; proxy threads {}, RUST_LOG {}\n",
+            "runs: warm-up {:.1} s, open loop {:.1} s, closed loop {:.1} s × {} connections; proxy threads {}, RUST_LOG {}; mock TTFT {} ms\n",
             self.settings.warmup_s,
             self.settings.duration_s,
             self.settings.closed_duration_s,
             self.settings.closed_concurrency,
             self.settings.proxy_threads,
             self.settings.proxy_rust_log,
+            self.settings.ttft_ms,
         ));
         for n in &self.notes {
             s.push_str(&format!("note: {n}\n"));
@@ -369,6 +373,12 @@ impl Report {
         let mut s = String::new();
         s.push_str(&format!("Machine: {}.  \n", self.machine.summary()));
         s.push_str(&format!("Pinning: {}.\n\n", self.machine.pinning_summary()));
+        if self.settings.ttft_ms > 0 {
+            s.push_str(&format!(
+                "The mock waited {} ms before every answer's headers (`--ttft-ms`).\n\n",
+                self.settings.ttft_ms
+            ));
+        }
         for n in &self.notes {
             s.push_str(&format!("Note: {n}\n\n"));
         }

@@ -133,6 +133,12 @@ pub struct Options {
     pub full_features: FeatureSet,
     /// Before each run, wait up to this long for other processes to leave the CPUs idle.
     pub wait_idle: Duration,
+    /// Mock time to first byte on every measured request (`x-mock-ttfb-ms`), ms; 0: none.
+    pub ttft_ms: u64,
+    /// Test hook (`--mock-fault`, hidden): every measured request asks the mock for this
+    /// fault (`x-mock-fault`), so the failure paths can be tested end to end. The probe that
+    /// learns the stream's event count does not.
+    pub mock_fault: Option<String>,
     pub machine: Machine,
 }
 
@@ -192,6 +198,11 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
         .build()
         .context("load generator runtime")?;
     let mut notes = Vec::new();
+    if let Some(fault) = &opts.mock_fault {
+        notes.push(format!(
+            "test run: every measured request asked the mock for the fault `{fault}`"
+        ));
+    }
     let needs_proxy = opts.modes.iter().any(|m| *m != Mode::Direct);
     let (launcher, passthrough_features) = if needs_proxy {
         let binary = match &opts.proxy_bin {
@@ -224,17 +235,19 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
             upstream: mock.base_url().to_owned(),
             public_key: keys.key.public_key(),
         };
-        let features = if launcher.accepts_features()? {
-            Some(FeatureSet::ALL_OFF)
-        } else {
-            notes.push(
-                "the proxy does not accept a [features] table yet: pass-through ran with the \
-                 default configuration (same as full)"
-                    .into(),
+        // Pass-through is only pass-through when the stages are really off: a proxy that
+        // rejects the switch is a hard error (never a silent fall back to the default, full
+        // configuration), with --quick too.
+        if !launcher.accepts_features()? {
+            bail!(
+                "{} rejects the [features] table (`--check-config`): pass-through (budgets, pii, \
+                 metering off) cannot be configured, and measuring the default configuration \
+                 under that name would be wrong; use a proxy that supports [features] or run \
+                 `--mode direct`",
+                launcher.binary.display()
             );
-            None
-        };
-        (Some(launcher), features)
+        }
+        (Some(launcher), Some(FeatureSet::ALL_OFF))
     } else {
         (None, None)
     };
@@ -288,6 +301,7 @@ pub fn run(opts: Options) -> anyhow::Result<Report> {
             .clone()
             .unwrap_or_else(|| "default (info)".into()),
         passthrough_features: bench.passthrough_features,
+        ttft_ms: bench.opts.ttft_ms,
         stream_events: bench.stream_events,
     };
     Ok(Report::new(
@@ -323,6 +337,18 @@ impl Bench {
         for (k, v) in scenario.mock_headers() {
             headers.insert(*k, HeaderValue::from_static(v));
         }
+        if self.opts.ttft_ms > 0 {
+            headers.insert(
+                iron_testkit::mock::scenario::headers::TTFB_MS,
+                HeaderValue::from(self.opts.ttft_ms),
+            );
+        }
+        if let Some(fault) = &self.opts.mock_fault {
+            headers.insert(
+                iron_testkit::mock::scenario::headers::FAULT,
+                HeaderValue::from_str(fault).context("--mock-fault")?,
+            );
+        }
         Ok(Target {
             addr,
             path: "/v1/chat/completions".into(),
@@ -342,6 +368,8 @@ impl Bench {
     fn probe_stream_events(&self) -> anyhow::Result<usize> {
         let mut t = self.target(Scenario::Stream, self.mock_addr, true)?;
         t.expect = Expect::AnySse;
+        t.headers
+            .remove(iron_testkit::mock::scenario::headers::FAULT);
         let answer = self.rt.block_on(async {
             let mut c = load::Conn::open(t.addr).await?;
             c.exchange(&t, || {}).await

@@ -1,6 +1,8 @@
 //! Cost of the security guards on the request path (issue #12): the failed-authentication
 //! check that runs before stage 1 on every request (`AuthLimiter::blocked`), recording a
 //! failure, the JSON depth pre-scan of the read stage, and the SSRF address check.
+//!
+//! `cargo bench -p iron-proxy --bench guard`
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
@@ -23,6 +25,7 @@ fn limiter(c: &mut Criterion) {
     }
     let clean = IpAddr::from(Ipv4Addr::new(192, 0, 2, 1));
     let mut g = c.benchmark_group("auth_limiter");
+    g.throughput(Throughput::Elements(1));
     g.bench_function("check_unknown_ip", |b| {
         b.iter(|| l.blocked(black_box(clean)))
     });
@@ -64,9 +67,12 @@ fn depth(c: &mut Criterion) {
 
 fn ssrf(c: &mut Criterion) {
     let addrs: Vec<SocketAddr> = vec!["104.18.6.192:443".parse().unwrap()];
-    c.bench_function("ssrf_pick_upstream_addr", |b| {
+    let mut g = c.benchmark_group("ssrf");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("pick_upstream_addr", |b| {
         b.iter(|| pick_upstream_addr(true, black_box(&addrs), false))
     });
+    g.finish();
 }
 
 criterion_group!(benches, limiter, depth, ssrf);
