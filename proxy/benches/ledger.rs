@@ -17,28 +17,35 @@ use iron_core::meter::DeltaMeter;
 use iron_core::pricing::PriceTable;
 use iron_proxy::ledger::{Ledger, LedgerConfig, LocalLeases};
 
-/// A ledger whose slot for token "t" already holds a lease so large (10^17 µ$) that no run
-/// drains it (no refills, no refusals in the loop).
+/// A ledger whose slots for the [`TOKENS`] already hold leases so large (10^17 µ$) that no run
+/// drains them (no refills, no refusals in the loop).
 fn ledger() -> Arc<Ledger> {
     let local = Arc::new(LocalLeases::new([(
         "p".to_owned(),
         Money::from_usd(1_000_000_000_000),
     )]));
-    local.bind_token("t", "p");
     let cfg = LedgerConfig {
         lease_size: Money::from_usd(100_000_000_000),
         ..Default::default()
     };
+    for token in TOKENS {
+        local.bind_token(token, "p");
+    }
     let ledger = Ledger::new(local, "bench".into(), cfg);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap_or_else(|e| panic!("{e}"));
     rt.block_on(async {
-        let _ = ledger.reserve("t", "p", Money(1)).await;
+        for token in TOKENS {
+            let _ = ledger.reserve(token, "p", Money(1)).await;
+        }
     });
     ledger
 }
+
+/// Token ids: "t" for the one-slot runs, one per thread for the one-slot-per-thread runs.
+const TOKENS: [&str; 5] = ["t", "t0", "t1", "t2", "t3"];
 
 fn reservation(c: &mut Criterion) {
     let mut g = c.benchmark_group("Ledger");
@@ -56,16 +63,24 @@ fn reservation(c: &mut Criterion) {
         g.bench_with_input(
             BenchmarkId::new("try_reserve+settle/threads", threads),
             &threads,
-            |b, &threads| b.iter_custom(|iters| contended(&l, threads, iters)),
+            |b, &threads| b.iter_custom(|iters| contended(&l, threads, iters, false)),
+        );
+    }
+    // The common case: concurrent requests of different tokens (one lease slot each).
+    for threads in [2usize, 4] {
+        g.bench_with_input(
+            BenchmarkId::new("try_reserve+settle/threads, own token", threads),
+            &threads,
+            |b, &threads| b.iter_custom(|iters| contended(&l, threads, iters, true)),
         );
     }
     g.finish();
 }
 
 /// `iters` reserve + settle operations split over `threads` threads that all hit the same
-/// token's slot; returns the wall time from the moment every thread is ready until the last
+/// token's slot (or, with `own_token`, each its own token's slot of the same project); returns the wall time from the moment every thread is ready until the last
 /// one is done (thread start-up is not timed).
-fn contended(l: &Arc<Ledger>, threads: usize, iters: u64) -> Duration {
+fn contended(l: &Arc<Ledger>, threads: usize, iters: u64, own_token: bool) -> Duration {
     let t = threads as u64;
     let barrier = Barrier::new(threads + 1);
     let (start, failed) = std::thread::scope(|s| {
@@ -73,11 +88,16 @@ fn contended(l: &Arc<Ledger>, threads: usize, iters: u64) -> Duration {
             .map(|i| {
                 let ops = iters / t + u64::from(i < iters % t);
                 let (l, barrier) = (l.clone(), &barrier);
+                let token = if own_token {
+                    TOKENS[1 + i as usize % 4]
+                } else {
+                    "t"
+                };
                 s.spawn(move || {
                     let mut failed = 0u64;
                     barrier.wait();
                     for _ in 0..ops {
-                        match l.try_reserve("t", "p", Money(300)) {
+                        match l.try_reserve(token, "p", Money(300)) {
                             Some(r) => r.settle(Money(120), None),
                             None => failed += 1,
                         }

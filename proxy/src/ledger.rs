@@ -19,7 +19,9 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use arc_swap::ArcSwap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -117,6 +119,9 @@ pub struct Slot {
     active: std::sync::atomic::AtomicUsize,
     /// When the slot was last reserved from (unix ms).
     last_used_ms: AtomicU64,
+    /// The ledger, for a reservation's slow paths (refill, batch signal). Weak and reached
+    /// through the slot so the hot path touches no ledger-wide reference count.
+    ledger: std::sync::Weak<Ledger>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -167,7 +172,11 @@ pub struct Ledger {
     api: Arc<dyn LeaseApi>,
     proxy_id: String,
     cfg: LedgerConfig,
-    slots: RwLock<HashMap<String, Arc<Slot>>>,
+    /// Token id → slot. Copy-on-write: the hot path only loads (no shared write, so
+    /// requests of different tokens on different cores do not contend); a token's first
+    /// request inserts under `slots_write`.
+    slots: ArcSwap<HashMap<String, Arc<Slot>>>,
+    slots_write: Mutex<()>,
     /// Signalled when a slot has [`REPORT_BATCH`] events queued.
     batch: tokio::sync::Notify,
     /// Fail-open allowance drawn per project during the current outage (µ$).
@@ -188,7 +197,6 @@ impl std::fmt::Debug for Ledger {
 #[derive(Debug)]
 pub struct Reservation {
     slot: Arc<Slot>,
-    ledger: Arc<Ledger>,
     /// Taken from the slot and not yet used.
     held: u64,
     /// Charged so far (estimate-independent: what the metered chunks cost).
@@ -205,7 +213,8 @@ impl Ledger {
             api,
             proxy_id,
             cfg,
-            slots: RwLock::new(HashMap::new()),
+            slots: ArcSwap::default(),
+            slots_write: Mutex::new(()),
             batch: tokio::sync::Notify::new(),
             fail_open_used: Mutex::new(HashMap::new()),
             fail_open_metric: OnceLock::new(),
@@ -259,20 +268,17 @@ impl Ledger {
         self.final_report(slot).await
     }
 
-    pub fn slot(&self, token_id: &str, project_id: &str) -> Arc<Slot> {
-        if let Some(s) = self
-            .slots
-            .read()
-            .ok()
-            .and_then(|m| m.get(token_id).cloned())
-        {
-            return s;
+    pub fn slot(self: &Arc<Self>, token_id: &str, project_id: &str) -> Arc<Slot> {
+        if let Some(s) = self.slots.load().get(token_id) {
+            return s.clone();
         }
-        let mut m = self
-            .slots
-            .write()
+        let _writer = self
+            .slots_write
+            .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        m.entry(token_id.to_owned())
+        let mut m = HashMap::clone(&self.slots.load());
+        let slot = m
+            .entry(token_id.to_owned())
             .or_insert_with(|| {
                 Arc::new(Slot {
                     token_id: token_id.to_owned(),
@@ -285,16 +291,16 @@ impl Ledger {
                     events: Mutex::new(Vec::new()),
                     active: std::sync::atomic::AtomicUsize::new(0),
                     last_used_ms: AtomicU64::new(unix_now_ms()),
+                    ledger: Arc::downgrade(self),
                 })
             })
-            .clone()
+            .clone();
+        self.slots.store(Arc::new(m));
+        slot
     }
 
     pub fn slots(&self) -> Vec<Arc<Slot>> {
-        self.slots
-            .read()
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+        self.slots.load().values().cloned().collect()
     }
 
     /// The hot path of [`Ledger::reserve`]: takes `estimate` from the token's local slice
@@ -314,7 +320,6 @@ impl Ledger {
         slot.last_used_ms.store(unix_now_ms(), Ordering::Release);
         Some(Reservation {
             slot,
-            ledger: self.clone(),
             held: amount,
             charged: 0,
             provider: String::new(),
@@ -605,7 +610,10 @@ impl Reservation {
         let missing = cost.micros() - self.held;
         // Ask control once; a denial means the money is gone (fail-open may still pay while
         // control is unreachable).
-        if self.ledger.cover(&self.slot, missing).await.is_err() {
+        let Some(ledger) = self.slot.ledger.upgrade() else {
+            return false;
+        };
+        if ledger.cover(&self.slot, missing).await.is_err() {
             return false;
         }
         self.try_charge(cost)
@@ -671,8 +679,10 @@ impl Reservation {
             && let Ok(mut q) = self.slot.events.lock()
         {
             q.push(e);
-            if q.len() >= REPORT_BATCH {
-                self.ledger.batch.notify_one();
+            if q.len() >= REPORT_BATCH
+                && let Some(ledger) = self.slot.ledger.upgrade()
+            {
+                ledger.batch.notify_one();
             }
         }
     }
