@@ -275,34 +275,11 @@ impl Proxy {
         dir: tempfile::TempDir,
         env: &[(&str, &str)],
     ) -> anyhow::Result<Proxy> {
-        let (addr, admin) = (free_addr(), free_addr());
-        let config = dir.path().join("proxy.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "[server]\nlisten = \"{addr}\"\nadmin_listen = \"{admin}\"\nthreads = 2\nshutdown_grace_secs = 10\n\n\
-                 [security]\nallow_private_upstreams = true\n\n\
-                 [budget]\nspill_dir = \"{}\"\nlease_usd = \"0.01\"\n\n[control]\nurl = \"{control_url}\"\n",
-                dir.path().join("spill").display()
-            ),
-        )?;
-        let mut cmd = tokio::process::Command::new(cargo_bin("iron-proxy"));
-        cmd.arg("--config")
-            .arg(&config)
-            .env("IRON_PROXY_SECRET", PROXY_SECRET);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let process = ChildProcess::spawn(cmd).await?;
-        wait_for_tcp(addr, Duration::from_secs(30))
-            .await
-            .with_context(|| process.output())?;
-        Ok(Proxy {
-            process,
-            addr,
-            admin,
-            dir,
-        })
+        let budget = format!(
+            "spill_dir = \"{}\"\nlease_usd = \"0.01\"",
+            dir.path().join("spill").display()
+        );
+        Self::launch(control_url, dir, &budget, env).await
     }
 
     pub fn url(&self) -> String {
@@ -315,6 +292,17 @@ impl Proxy {
         control_url: &str,
         dir: tempfile::TempDir,
         budget: &str,
+    ) -> anyhow::Result<Proxy> {
+        Self::launch(control_url, dir, budget, &[]).await
+    }
+
+    /// Writes `dir/proxy.toml` (ephemeral ports, loopback upstreams allowed, the given
+    /// `[budget]` section, control at `control_url`) and starts `iron-proxy` on it.
+    async fn launch(
+        control_url: &str,
+        dir: tempfile::TempDir,
+        budget: &str,
+        env: &[(&str, &str)],
     ) -> anyhow::Result<Proxy> {
         let (addr, admin) = (free_addr(), free_addr());
         let config = dir.path().join("proxy.toml");
@@ -330,6 +318,9 @@ impl Proxy {
         cmd.arg("--config")
             .arg(&config)
             .env("IRON_PROXY_SECRET", PROXY_SECRET);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let process = ChildProcess::spawn(cmd).await?;
         wait_for_tcp(addr, Duration::from_secs(30))
             .await

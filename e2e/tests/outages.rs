@@ -69,6 +69,29 @@ async fn usage_reaches(admin: &Admin, project: &str, n: usize, timeout: Duration
     }
 }
 
+/// Waits until the proxy serves `token`, spends three more requests of `tokens` output tokens
+/// and waits until their usage reached control; returns the requests served and that usage.
+async fn warm_up(
+    client: &reqwest::Client,
+    proxy_url: &str,
+    token: &str,
+    admin: &Admin,
+    project: &str,
+    tokens: u32,
+) -> (usize, Vec<Value>) {
+    until("the proxy serves", Duration::from_secs(10), || async {
+        spend(client, proxy_url, token, 10, 0).await.0 == 200
+    })
+    .await;
+    let mut served = 1;
+    for _ in 0..3 {
+        assert_eq!(spend(client, proxy_url, token, tokens, 0).await.0, 200);
+        served += 1;
+    }
+    let usage = usage_reaches(admin, project, served, Duration::from_secs(10)).await;
+    (served, usage)
+}
+
 /// No event twice, and how many there are.
 fn unique_ids(usage: &[Value]) -> usize {
     let ids: HashSet<&str> = usage.iter().map(|u| u["id"].as_str().unwrap()).collect();
@@ -481,16 +504,7 @@ async fn spilled_reports_of_a_killed_proxy_are_delivered_exactly_once() {
     let proxy = Proxy::start(&control.url()).await.unwrap();
     proxy.ready().await.unwrap();
     let client = reqwest::Client::new();
-    until("the proxy serves", Duration::from_secs(10), || async {
-        spend(&client, &proxy.url(), &token, 10, 0).await.0 == 200
-    })
-    .await;
-    let mut served = 1;
-    for _ in 0..3 {
-        assert_eq!(spend(&client, &proxy.url(), &token, 100, 0).await.0, 200);
-        served += 1;
-    }
-    usage_reaches(&admin, &project, served, Duration::from_secs(10)).await;
+    let (mut served, _) = warm_up(&client, &proxy.url(), &token, &admin, &project, 100).await;
 
     // Control down; the proxy serves inside its lease and spills its reports.
     let addr = control.addr;
@@ -593,16 +607,7 @@ async fn fail_open_serves_beyond_the_lease_up_to_the_cap_then_refuses() {
         .unwrap();
     proxy.ready().await.unwrap();
     let client = reqwest::Client::new();
-    until("the proxy serves", Duration::from_secs(10), || async {
-        spend(&client, &proxy.url(), &token, 10, 0).await.0 == 200
-    })
-    .await;
-    let mut served = 1;
-    for _ in 0..3 {
-        assert_eq!(spend(&client, &proxy.url(), &token, 200, 0).await.0, 200);
-        served += 1;
-    }
-    let before = usage_reaches(&admin, &project, served, Duration::from_secs(10)).await;
+    let (mut served, before) = warm_up(&client, &proxy.url(), &token, &admin, &project, 200).await;
     assert_eq!(unique_ids(&before), served);
     // Every report is in: what control still has leased out is what the proxy holds.
     tokio::time::sleep(Duration::from_millis(1_500)).await;
@@ -707,16 +712,7 @@ async fn without_spill_dir_queued_reports_are_kept_in_memory_and_delivered() {
     .unwrap();
     proxy.ready().await.unwrap();
     let client = reqwest::Client::new();
-    until("the proxy serves", Duration::from_secs(10), || async {
-        spend(&client, &proxy.url(), &token, 10, 0).await.0 == 200
-    })
-    .await;
-    let mut served = 1;
-    for _ in 0..3 {
-        assert_eq!(spend(&client, &proxy.url(), &token, 100, 0).await.0, 200);
-        served += 1;
-    }
-    usage_reaches(&admin, &project, served, Duration::from_secs(10)).await;
+    let (mut served, _) = warm_up(&client, &proxy.url(), &token, &admin, &project, 100).await;
 
     // Control down: requests inside the lease (~60 µ$ each) keep working.
     let addr = control.addr;
