@@ -69,6 +69,26 @@ async fn usage_reaches(admin: &Admin, project: &str, n: usize, timeout: Duration
     }
 }
 
+/// Spends 1,500-token streams (~900 µ$ each) until the proxy refuses with 503, at most 100;
+/// returns how many were served and the refusal's body (`None`: never refused). Any other
+/// status fails the test.
+async fn spend_until_refused(
+    client: &reqwest::Client,
+    proxy_url: &str,
+    token: &str,
+) -> (usize, Option<String>) {
+    let mut served = 0;
+    for _ in 0..100 {
+        let (status, body) = spend(client, proxy_url, token, 1_500, 0).await;
+        match status {
+            200 => served += 1,
+            503 => return (served, Some(body)),
+            other => panic!("{proxy_url}: unexpected {other}: {body}"),
+        }
+    }
+    (served, None)
+}
+
 /// Waits until the proxy serves `token`, spends three more requests of `tokens` output tokens
 /// and waits until their usage reached control; returns the requests served and that usage.
 async fn warm_up(
@@ -152,19 +172,7 @@ async fn control_outage_serves_inside_leases_then_fails_closed_and_loses_no_repo
     let addr = control.addr;
     drop(control);
     for (i, p) in proxies.iter().enumerate() {
-        let mut inside = 0;
-        let mut refused = None;
-        for _ in 0..100 {
-            let (status, body) = spend(&client, &p.url(), &token, 1_500, 0).await;
-            match status {
-                200 => inside += 1,
-                503 => {
-                    refused = Some(body);
-                    break;
-                }
-                other => panic!("proxy {i}: unexpected {other}: {body}"),
-            }
-        }
+        let (inside, refused) = spend_until_refused(&client, &p.url(), &token).await;
         let body = refused.unwrap_or_else(|| panic!("proxy {i} never ran out of its lease"));
         assert!(
             body.contains("upstream_unavailable") && body.contains("fail closed"),
@@ -617,20 +625,8 @@ async fn fail_open_serves_beyond_the_lease_up_to_the_cap_then_refuses() {
     // Control down. ~900 µ$ per request: the lease, then the cap, then 503.
     let addr = control.addr;
     drop(control);
-    let mut during = 0;
-    let mut refused = None;
-    for _ in 0..100 {
-        let (status, body) = spend(&client, &proxy.url(), &token, 1_500, 0).await;
-        match status {
-            // A stream the cap cuts off mid-way is served too (it pays what streamed).
-            200 => during += 1,
-            503 => {
-                refused = Some(body);
-                break;
-            }
-            other => panic!("unexpected {other}: {body}"),
-        }
-    }
+    // A stream the cap cuts off mid-way is served too (it pays what streamed).
+    let (during, refused) = spend_until_refused(&client, &proxy.url(), &token).await;
     let body = refused.expect("the proxy never ran out of its lease and cap");
     assert!(
         body.contains("upstream_unavailable") && body.contains("fail-open allowance"),
