@@ -17,7 +17,7 @@ use iron_core::wire::ProviderKind;
 use crate::config::{Env, Secrets};
 use crate::error::ApiError;
 use crate::keys::{Secret, generate_api_key, generate_secret};
-use crate::service::{Actor, NewProvider, Service};
+use crate::service::{Actor, NewProvider, ProviderUpdate, Service};
 use crate::validate::{Name, ProviderKeyInput};
 
 /// File names inside the data directory.
@@ -202,9 +202,11 @@ pub async fn register_env_providers(
                 let mut p = p;
                 let mut changed = false;
                 if p.base_url != normalized {
-                    p = svc
-                        .update_provider_settings(&actor, p, Some(base_url), None, None)
-                        .await?;
+                    let update = ProviderUpdate {
+                        base_url: Some(base_url.to_owned()),
+                        ..ProviderUpdate::default()
+                    };
+                    p = svc.update_provider(&actor, p, update).await?;
                     changed = true;
                 }
                 if !same_key {

@@ -118,24 +118,6 @@ impl Service {
         Ok(p)
     }
 
-    /// Updates base URL, models or priority (`iron up` re-registering env providers).
-    pub async fn update_provider_settings(
-        &self,
-        actor: &Actor,
-        current: Provider,
-        base_url: Option<&str>,
-        models: Option<Vec<String>>,
-        priority: Option<i32>,
-    ) -> Result<Provider, ApiError> {
-        let update = ProviderUpdate {
-            base_url: base_url.map(str::to_owned),
-            models,
-            priority,
-            timeouts: None,
-        };
-        self.update_provider(actor, current, update).await
-    }
-
     /// Applies `update` (`PATCH /v1/providers/{id}`): base URL, models, priority, timeouts.
     pub async fn update_provider(
         &self,
