@@ -2,9 +2,9 @@
 //!
 //! Flow: create or open the data directory (master key, proxy secret, admin key; 0600
 //! files) → start control on its own tokio runtime in a background thread (bind, register
-//! providers from `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`, serve) → print where things are
-//! and the `export` lines → run the proxy in control mode on this thread (blocking) until
-//! Ctrl-C / SIGTERM → stop control and exit. Loopback/private upstreams are allowed here.
+//! providers from `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`, serve) → run the proxy in control
+//! mode on this thread (blocking) and, once it has loaded its routing data, print where
+//! things are and the `export` lines → on Ctrl-C / SIGTERM stop control and exit. Loopback/private upstreams are allowed here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -194,30 +194,53 @@ pub fn run(a: UpArgs) -> Result<(), CliError> {
         banner.push_str(&format!("export IRON_CONTROL_URL={control_url}\n"));
     }
     banner.push_str("Then: iron project create demo && iron token mint --project demo\n");
-    crate::output::print(&banner);
 
-    let result = run_proxy(&a, &control_url, local.secrets.proxy_secret.expose());
+    // The banner is printed once the proxy serves (its first routing snapshot has loaded),
+    // so the `export` lines it shows work the moment they appear.
+    let result = run_proxy(
+        &a,
+        &control_url,
+        local.secrets.proxy_secret.expose(),
+        banner,
+    );
     let _ = stop_tx.send(());
     let _ = control_thread.join();
     result
 }
 
 #[cfg(feature = "proxy")]
-fn run_proxy(a: &UpArgs, control_url: &str, proxy_secret: &str) -> Result<(), CliError> {
-    iron_proxy::run_control_mode(iron_proxy::ControlModeOptions {
-        control_url: control_url.to_owned(),
-        proxy_secret: proxy_secret.to_owned(),
-        listen: a.proxy_listen.clone(),
-        admin_listen: a.admin_listen.clone(),
-        // A local tool: loopback/private and plain-http providers are allowed (design §2).
-        allow_private_upstreams: true,
-    })
+fn run_proxy(
+    a: &UpArgs,
+    control_url: &str,
+    proxy_secret: &str,
+    banner: String,
+) -> Result<(), CliError> {
+    iron_proxy::run_control_mode(
+        iron_proxy::ControlModeOptions {
+            control_url: control_url.to_owned(),
+            proxy_secret: proxy_secret.to_owned(),
+            listen: a.proxy_listen.clone(),
+            admin_listen: a.admin_listen.clone(),
+            // A local tool: loopback/private and plain-http providers are allowed (design §2).
+            allow_private_upstreams: true,
+        },
+        std::time::Duration::from_secs(15),
+        move |loaded| {
+            if !loaded {
+                tracing::warn!(
+                    "the proxy has not loaded its routing data from control yet; agents get 503 until it does"
+                );
+            }
+            crate::output::print(&banner);
+        },
+    )
     .map_err(|e| CliError::Other(format!("proxy: {e:#}")))
 }
 
 /// Built without the proxy: run control alone until Ctrl-C / SIGTERM.
 #[cfg(not(feature = "proxy"))]
-fn run_proxy(_: &UpArgs, _: &str, _: &str) -> Result<(), CliError> {
+fn run_proxy(_: &UpArgs, _: &str, _: &str, banner: String) -> Result<(), CliError> {
+    crate::output::print(&banner);
     tracing::warn!(
         "this build of iron has no embedded proxy (feature `proxy`); running control only"
     );

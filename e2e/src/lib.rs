@@ -78,6 +78,9 @@ pub struct IronUp {
 }
 
 impl IronUp {
+    /// The last line of the `iron up` banner.
+    pub const BANNER_END: &'static str = "Then: iron project create demo";
+
     pub async fn start(data_dir: &Path) -> anyhow::Result<IronUp> {
         Self::start_with(data_dir, &[]).await
     }
@@ -133,12 +136,10 @@ impl IronUp {
             cmd.env(k, v);
         }
         let process = ChildProcess::spawn(cmd).await?;
-        wait_for_tcp(control, Duration::from_secs(30))
-            .await
-            .with_context(|| process.output())?;
-        wait_for_tcp(proxy, Duration::from_secs(30))
-            .await
-            .with_context(|| process.output())?;
+        // The banner's last line: printed once the proxy has loaded its routing data.
+        process
+            .wait_for_line(IronUp::BANNER_END, Duration::from_secs(30))
+            .await?;
         let admin_key = std::fs::read_to_string(data_dir.join("admin.key"))?
             .trim()
             .to_owned();

@@ -290,14 +290,9 @@ async fn first_start_banner_and_env_providers() {
     let upstream = mock.base_url();
     let args = ["--upstream-base-url", upstream.as_str()];
     let env = [("OPENAI_API_KEY", ENV_KEY)];
-    let last_line = "Then: iron project create demo";
 
     let stderr1 = root.path().join("first.stderr");
     let up = IronUp::start_stdout_only(&dir, &args, &env, &stderr1)
-        .await
-        .unwrap();
-    up.process
-        .wait_for_line(last_line, Duration::from_secs(10))
         .await
         .unwrap();
     let stdout1 = up.process.output();
@@ -370,10 +365,15 @@ async fn first_start_banner_and_env_providers() {
     let up = IronUp::start_stdout_only(&dir, &args, &env, &stderr2)
         .await
         .unwrap();
-    up.process
-        .wait_for_line(last_line, Duration::from_secs(10))
+    // The banner is printed only once the proxy serves: no "Iron is starting" 503 after it.
+    let ready = reqwest::get(format!("http://{}/readyz", up.admin))
         .await
         .unwrap();
+    assert_eq!(
+        ready.status(),
+        200,
+        "banner printed before the proxy was ready"
+    );
     let stdout2 = up.process.output();
     assert_eq!(up.admin_key, admin_key);
     assert!(

@@ -32,6 +32,7 @@ pub mod telemetry;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
@@ -253,7 +254,15 @@ pub fn run(config: &ProxyConfig) -> anyhow::Result<()> {
 }
 
 /// `iron up`: runs a proxy that loads its routing data from control.
-pub fn run_control_mode(opts: ControlModeOptions) -> anyhow::Result<()> {
+///
+/// `on_ready` is called once, from a helper thread, when the first routing snapshot has
+/// loaded (`true`) or `ready_within` has passed without one (`false`); until then agents
+/// get 503 "Iron is starting", so `iron up` prints its banner from here.
+pub fn run_control_mode(
+    opts: ControlModeOptions,
+    ready_within: Duration,
+    on_ready: impl FnOnce(bool) + Send + 'static,
+) -> anyhow::Result<()> {
     let toml = format!(
         "[server]\nlisten = \"{}\"\nadmin_listen = \"{}\"\n\n[security]\nallow_private_upstreams = {}\n\n[control]\nurl = \"{}\"\nproxy_secret_env = \"IRON_PROXY_SECRET\"\n",
         opts.listen, opts.admin_listen, opts.allow_private_upstreams, opts.control_url
@@ -261,7 +270,19 @@ pub fn run_control_mode(opts: ControlModeOptions) -> anyhow::Result<()> {
     let env: std::collections::BTreeMap<String, String> =
         [("IRON_PROXY_SECRET".to_owned(), opts.proxy_secret.clone())].into();
     let config = ProxyConfig::from_toml(&toml, &env)?;
-    run(&config)
+    let (server, shared) = build_server(&config, true)?;
+    std::thread::Builder::new()
+        .name("iron-proxy-ready".into())
+        .spawn(move || {
+            let deadline = std::time::Instant::now() + ready_within;
+            while !shared.is_ready() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            on_ready(shared.is_ready());
+        })
+        .context("starting the readiness watcher")?;
+    server.run(RunArgs::default());
+    Ok(())
 }
 
 struct ChannelSignal(tokio::sync::watch::Receiver<bool>);

@@ -68,6 +68,17 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float =
     raise RuntimeError(f"{what} did not listen on {port} within {timeout}s")
 
 
+def wait_for_output(out: "Output", proc: subprocess.Popen, needle: str, what: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(needle in line for line in out.lines):
+            return
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        time.sleep(0.05)
+    raise RuntimeError(f"{what}: no line containing {needle!r} within {timeout}s")
+
+
 class Output:
     """Collects a child's output on a thread (so its pipe never fills up)."""
 
@@ -163,6 +174,9 @@ def iron_up(mock: Mock, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ir
     try:
         wait_for_port(control, proc, "iron up (control)")
         wait_for_port(proxy, proc, "iron up (proxy)")
+        # `iron up` prints its banner (last line below) once the proxy has loaded its routing
+        # data; before that agents get 503 "Iron is starting".
+        wait_for_output(out, proc, "Then: iron project create demo", "iron up (banner)")
         key = (data / "admin.key").read_text().strip()
         up = IronUp(f"http://127.0.0.1:{control}", f"http://127.0.0.1:{proxy}", f"http://127.0.0.1:{admin}", key, data, out)
         yield up
