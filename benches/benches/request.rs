@@ -1,7 +1,8 @@
 //! Request body work of stages 3 and 6 for a 1 KiB and a 256 KiB OpenAI chat request:
 //! `iron_proxy::stage::read::parse` (JSON parse + field extraction), then
-//! `stage::rewrite::force_include_usage` + `upstream_body` (a stream body is re-serialised
-//! because `include_usage` is forced; a non-stream body goes upstream as received), and the
+//! `stage::rewrite::force_include_usage` + `upstream_body` (a stream body gets
+//! `stream_options.include_usage` spliced into its bytes; a non-stream body goes upstream as
+//! received), and the
 //! header rewrite (`stage::rewrite::rewrite`: credential swap, header hygiene).
 //!
 //! `cargo bench -p iron-bench --bench request`
@@ -26,8 +27,8 @@ const SIZES: [(usize, &str); 2] = [(1024, "1KiB"), (256 * 1024, "256KiB")];
 /// Parse + rewrite, as the proxy runs them per request.
 fn parse_and_rewrite(raw: Bytes) -> Option<Bytes> {
     let mut body = parse(raw, ROUTE).ok()?;
-    let changed = force_include_usage(ROUTE, &mut body);
-    upstream_body(&body, changed).ok()
+    let edit = force_include_usage(ROUTE, &mut body);
+    upstream_body(&body, edit).ok()
 }
 
 fn body_benches(c: &mut Criterion) {
@@ -55,7 +56,7 @@ fn body_benches(c: &mut Criterion) {
             );
         }
         // The rewrite alone on an already parsed stream body (forced include_usage →
-        // re-serialisation).
+        // `stream_options` spliced into the received bytes).
         let Ok(parsed) = parse(chat_body(len, true), ROUTE) else {
             eprintln!("request bench: the fixture body does not parse");
             return;
@@ -67,8 +68,8 @@ fn body_benches(c: &mut Criterion) {
                 b.iter_batched(
                     || parsed.clone(),
                     |mut body: RequestBody| {
-                        let changed = force_include_usage(ROUTE, &mut body);
-                        (upstream_body(&body, changed).map(|b| b.len()), body)
+                        let edit = force_include_usage(ROUTE, &mut body);
+                        (upstream_body(&body, edit).map(|b| b.len()), body)
                     },
                     BatchSize::SmallInput,
                 )

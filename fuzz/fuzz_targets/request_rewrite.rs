@@ -6,7 +6,8 @@
 //! and body (`stage::rewrite::upstream_body`). Invariants: no panic and no stack overflow
 //! (deep nesting is refused at parse time: an accepted body nests at most
 //! `read::DEFAULT_MAX_JSON_DEPTH` levels); whenever the body was accepted, the upstream body
-//! is valid JSON that stage 3 accepts again with the same `model` and `stream`, carries
+//! is valid JSON that stage 3 accepts again as exactly the edited JSON (same `model` and
+//! `stream`, whether spliced or re-serialised), carries
 //! `include_usage: true` when it was forced, and is the received bytes when nothing changed;
 //! the upstream head never carries the agent's credentials or hop-by-hop headers and has the
 //! deployment's key, `Host` and `Content-Length`.
@@ -138,12 +139,12 @@ fuzz_target!(|data: &[u8]| {
 
     // Stage 6.
     let forced = rewrite::force_include_usage(route, &mut parsed);
-    changed |= forced;
-    let up_body = match rewrite::upstream_body(&parsed, changed) {
+    let edit = forced.with_redaction(changed);
+    let up_body = match rewrite::upstream_body(&parsed, edit) {
         Ok(b) => b,
         Err(e) => panic!("accepted body could not be serialised: {e:?}"),
     };
-    if !changed {
+    if edit == rewrite::BodyEdit::Unchanged {
         assert_eq!(up_body, raw, "unchanged body was not forwarded as received");
     }
     let again = match read::parse(up_body.clone(), route) {
@@ -152,7 +153,9 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(again.model, parsed.model);
     assert_eq!(again.stream, parsed.stream);
-    if forced {
+    // Spliced or re-serialised, upstream sees exactly the JSON the stages produced.
+    assert_eq!(again.json, parsed.json, "upstream body differs from the edited JSON");
+    if forced != rewrite::BodyEdit::Unchanged {
         assert!(
             again.include_usage,
             "include_usage was forced but is not in the body"

@@ -231,8 +231,8 @@ impl IronProxy {
 
         let rewrite_span = self.stage(Stage::Rewrite).entered();
         ctx.client_wants_usage = body.include_usage;
-        let changed = stage::rewrite::force_include_usage(route, &mut body) | redacted;
-        let up_body = stage::rewrite::upstream_body(&body, changed)?;
+        let edit = stage::rewrite::force_include_usage(route, &mut body).with_redaction(redacted);
+        let up_body = stage::rewrite::upstream_body(&body, edit)?;
         let req = session.req_header();
         let body_len = up_body.len();
         let upstream_span = self.stage(Stage::Upstream);

@@ -5,8 +5,10 @@
 //! `anthropic-version` for Anthropic), keeps every other header (`OpenAI-Organization`,
 //! `anthropic-beta`, …), asks for an identity encoding so later stages can read the answer,
 //! and forces `stream_options.include_usage` on OpenAI streams (remembering whether the
-//! agent asked, so the stream stage can hide the usage chunk again). The body is
-//! re-serialised only when it changed; otherwise the received bytes go upstream untouched.
+//! agent asked, so the stream stage can hide the usage chunk again). The received bytes go
+//! upstream untouched unless a stage changed the body; when the only change is a missing
+//! `stream_options`, it is spliced into the received bytes (no re-serialisation of a large
+//! prompt); any other change re-serialises the parsed JSON.
 
 use bytes::Bytes;
 use http::header::{self, HeaderName};
@@ -58,17 +60,48 @@ fn connection_nominated(req: &RequestHeader) -> Vec<String> {
         .collect()
 }
 
-/// Forces `stream_options.include_usage = true` on OpenAI streaming chat/completions.
-/// Returns true when the body changed.
-pub fn force_include_usage(route: ApiRoute, body: &mut RequestBody) -> bool {
+/// How the upstream body is made from the received one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyEdit {
+    /// The received bytes, as they are.
+    Unchanged,
+    /// The received bytes with [`STREAM_OPTIONS_MEMBER`] spliced in before the closing brace
+    /// (the object had members but no `stream_options`).
+    AddStreamOptions,
+    /// The parsed (and changed) JSON, serialised again.
+    Reserialise,
+}
+
+impl BodyEdit {
+    /// This edit after stage 5: a redaction changed the JSON, so it must be re-serialised.
+    pub fn with_redaction(self, redacted: bool) -> BodyEdit {
+        if redacted {
+            BodyEdit::Reserialise
+        } else {
+            self
+        }
+    }
+}
+
+/// The member [`BodyEdit::AddStreamOptions`] appends to the top-level object.
+pub const STREAM_OPTIONS_MEMBER: &[u8] = br#","stream_options":{"include_usage":true}"#;
+
+/// Forces `stream_options.include_usage = true` on OpenAI streaming chat/completions, in the
+/// parsed JSON, and says how the upstream body must change to match.
+pub fn force_include_usage(route: ApiRoute, body: &mut RequestBody) -> BodyEdit {
     if !body.stream
         || body.include_usage
         || !matches!(route, ApiRoute::ChatCompletions | ApiRoute::Completions)
     {
-        return false;
+        return BodyEdit::Unchanged;
     }
     let Some(Value::Object(obj)) = body.json.as_mut() else {
-        return false;
+        return BodyEdit::Unchanged;
+    };
+    let edit = if obj.is_empty() || obj.contains_key("stream_options") {
+        BodyEdit::Reserialise
+    } else {
+        BodyEdit::AddStreamOptions
     };
     let opts = obj
         .entry("stream_options")
@@ -76,9 +109,9 @@ pub fn force_include_usage(route: ApiRoute, body: &mut RequestBody) -> bool {
     match opts {
         Value::Object(o) => {
             o.insert("include_usage".into(), Value::Bool(true));
-            true
+            edit
         }
-        _ => false,
+        _ => BodyEdit::Unchanged,
     }
 }
 
@@ -141,12 +174,103 @@ pub fn rewrite(
     Ok(up)
 }
 
-/// The upstream body: the received bytes, or the re-serialised JSON when a stage changed it.
-pub fn upstream_body(body: &RequestBody, changed: bool) -> Result<Bytes, ProxyError> {
-    match (&body.json, changed) {
-        (Some(json), true) => serde_json::to_vec(json).map(Bytes::from).map_err(|_| {
+/// The upstream body for `edit` (see [`BodyEdit`]).
+pub fn upstream_body(body: &RequestBody, edit: BodyEdit) -> Result<Bytes, ProxyError> {
+    let Some(json) = &body.json else {
+        return Ok(body.raw.clone());
+    };
+    let close = body.raw.iter().rposition(|b| !b.is_ascii_whitespace());
+    match (edit, close) {
+        (BodyEdit::Unchanged, _) => Ok(body.raw.clone()),
+        (BodyEdit::AddStreamOptions, Some(close)) if body.raw[close] == b'}' => {
+            let mut out = Vec::with_capacity(body.raw.len() + STREAM_OPTIONS_MEMBER.len());
+            out.extend_from_slice(&body.raw[..close]);
+            out.extend_from_slice(STREAM_OPTIONS_MEMBER);
+            out.extend_from_slice(&body.raw[close..]);
+            Ok(Bytes::from(out))
+        }
+        _ => serde_json::to_vec(json).map(Bytes::from).map_err(|_| {
             ProxyError::new(ErrorCode::Internal, "could not serialise the request body")
         }),
-        _ => Ok(body.raw.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stage::read::parse;
+
+    fn edited(raw: &str) -> (BodyEdit, RequestBody, Bytes) {
+        let mut body = parse(Bytes::from(raw.to_owned()), ApiRoute::ChatCompletions)
+            .unwrap_or_else(|e| panic!("{raw}: {e:?}"));
+        let edit = force_include_usage(ApiRoute::ChatCompletions, &mut body);
+        let up = upstream_body(&body, edit).unwrap_or_else(|e| panic!("{e:?}"));
+        (edit, body, up)
+    }
+
+    #[test]
+    fn a_missing_stream_options_is_spliced_into_the_received_bytes() {
+        let raw = "{ \"stream\": true,\n  \"model\":\"gpt-4o\", \"messages\":[{\"role\":\"user\",\"content\":\"}\"}] }\n\t";
+        let (edit, body, up) = edited(raw);
+        assert_eq!(edit, BodyEdit::AddStreamOptions);
+        let up = std::str::from_utf8(&up).unwrap_or_else(|e| panic!("{e}"));
+        // Everything the agent sent is kept byte for byte, key order and spacing included.
+        let close = raw.rfind('}').unwrap_or_else(|| panic!("no brace"));
+        assert_eq!(
+            up,
+            format!(
+                "{}{}{}",
+                &raw[..close],
+                r#","stream_options":{"include_usage":true}"#,
+                &raw[close..]
+            )
+        );
+        let sent: Value = serde_json::from_str(up).unwrap_or_else(|e| panic!("{e}: {up}"));
+        assert_eq!(Some(&sent), body.json.as_ref());
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+    }
+
+    #[test]
+    fn an_existing_stream_options_is_rewritten_through_the_json() {
+        for raw in [
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":false}}"#,
+            r#"{"model":"m","stream":true,"stream_options":{}}"#,
+        ] {
+            let (edit, _, up) = edited(raw);
+            assert_eq!(edit, BodyEdit::Reserialise, "{raw}");
+            let sent: Value = serde_json::from_slice(&up).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(sent["stream_options"]["include_usage"], true, "{raw}");
+            assert_eq!(sent["model"], "m");
+        }
+    }
+
+    #[test]
+    fn bodies_that_need_no_usage_go_upstream_as_received() {
+        for raw in [
+            r#"{"model":"m","stream":false}"#,
+            r#"{"model":"m"}"#,
+            r#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#,
+        ] {
+            let (edit, _, up) = edited(raw);
+            assert_eq!(edit, BodyEdit::Unchanged, "{raw}");
+            assert_eq!(up, raw.as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_redaction_forces_reserialisation() {
+        let raw = r#"{"model":"m","stream":true}"#;
+        let mut body = parse(
+            Bytes::from_static(raw.as_bytes()),
+            ApiRoute::ChatCompletions,
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"));
+        let edit = force_include_usage(ApiRoute::ChatCompletions, &mut body);
+        assert_eq!(edit.with_redaction(true), BodyEdit::Reserialise);
+        assert_eq!(
+            BodyEdit::Unchanged.with_redaction(true),
+            BodyEdit::Reserialise
+        );
+        assert_eq!(edit.with_redaction(false), BodyEdit::AddStreamOptions);
     }
 }
