@@ -27,6 +27,7 @@ const provider = {
   models: ['gpt-4o*'],
   priority: 0,
   api_key_masked: 'sk-…abc',
+  timeouts: { connect_ms: null, first_byte_ms: null, idle_ms: null },
   created_at: '2026-01-01T00:00:00Z',
   updated_at: '2026-01-01T00:00:00Z',
   breakers: [{ proxy: 'px_1', state: 'open', updated_at: '2026-01-01T00:00:00Z' }],
@@ -375,6 +376,123 @@ describe('forms', () => {
     await w.get('[data-testid="edit-budget-form"]').trigger('submit')
     await flushPromises()
     expect(calls.find((c) => c.method === 'PUT')?.body).toEqual({ budget_usd: null, period: 'daily' })
+    w.unmount()
+  })
+})
+
+describe('provider timeouts', () => {
+  const timed = {
+    ...provider,
+    id: 'prv_2',
+    name: 'anthropic',
+    kind: 'anthropic',
+    timeouts: { connect_ms: 5000, first_byte_ms: 30000, idle_ms: 60000 },
+  }
+  const partial = { ...provider, id: 'prv_3', name: 'azure', timeouts: { connect_ms: 1500, first_byte_ms: null, idle_ms: null } }
+
+  it('shows each provider\'s timeouts, or proxy defaults when none is set', async () => {
+    asRole('viewer')
+    const { timeouts: _omitted, ...legacy } = { ...provider, id: 'prv_4', name: 'legacy' }
+    mockApi({ 'GET /v1/providers': { body: { data: [provider, timed, partial, legacy], next_cursor: null } } })
+    const w = await mountPage(ProvidersPage)
+    expect(w.get('[data-testid="providers-table"] thead').text()).toContain('Timeouts')
+    expect(w.get('[data-testid="provider-timeouts-openai"]').text()).toBe('proxy defaults')
+    expect(w.get('[data-testid="provider-timeouts-anthropic"]').text()).toBe('connect 5 s · first byte 30 s · idle 60 s')
+    expect(w.get('[data-testid="provider-timeouts-azure"]').text()).toBe('connect 1.5 s · first byte default · idle default')
+    expect(w.get('[data-testid="provider-timeouts-legacy"]').text()).toBe('proxy defaults')
+    expect(w.get('[data-testid="provider-timeouts-anthropic"]').attributes('title')).toContain('connect_ms: 5000')
+    // Viewers cannot edit.
+    expect(w.find('[data-testid="edit-timeouts-openai"]').exists()).toBe(false)
+    w.unmount()
+  })
+
+  it('the add form sends the set timeouts and omits the empty ones', async () => {
+    asRole('admin')
+    const calls = mockApi({
+      'GET /v1/providers': { body: { data: [], next_cursor: null } },
+      'POST /v1/providers': { status: 201, body: { ...timed, name: 'mock' } },
+    })
+    const w = await mountPage(ProvidersPage)
+    await w.get('[data-testid="provider-name"]').setValue('mock')
+    await w.get('[data-testid="provider-url"]').setValue('http://127.0.0.1:9999')
+    await w.get('[data-testid="provider-key"]').setValue('sk-secret-123')
+    await w.get('[data-testid="provider-connect-ms"]').setValue('5000')
+    await w.get('[data-testid="provider-idle-ms"]').setValue('600000')
+    await w.get('[data-testid="add-provider-form"]').trigger('submit')
+    await flushPromises()
+    expect(calls.find((c) => c.method === 'POST')?.body).toEqual({
+      name: 'mock',
+      kind: 'openai',
+      base_url: 'http://127.0.0.1:9999',
+      api_key: 'sk-secret-123',
+      priority: 0,
+      timeouts: { connect_ms: 5000, idle_ms: 600000 },
+    })
+    // The form is reset, timeouts included.
+    expect((w.get('[data-testid="provider-connect-ms"]').element as HTMLInputElement).value).toBe('')
+    w.unmount()
+  })
+
+  it.each([
+    ['provider-first-byte-ms', '600001', 'First-byte timeout'],
+    ['provider-connect-ms', '0', 'Connect timeout'],
+    ['provider-idle-ms', '2.5', 'Idle timeout'],
+  ])('the add form rejects %s = %s without calling the API', async (field, value, label) => {
+    asRole('admin')
+    const calls = mockApi({ 'GET /v1/providers': { body: { data: [], next_cursor: null } } })
+    const w = await mountPage(ProvidersPage)
+    await w.get('[data-testid="provider-name"]').setValue('mock')
+    await w.get('[data-testid="provider-url"]').setValue('http://127.0.0.1:9999')
+    await w.get('[data-testid="provider-key"]').setValue('sk-secret-123')
+    await w.get(`[data-testid="${field}"]`).setValue(value)
+    await w.get('[data-testid="add-provider-form"]').trigger('submit')
+    await flushPromises()
+    expect(calls.some((c) => c.method === 'POST')).toBe(false)
+    const err = w.get('[data-testid="add-provider-error"]').text()
+    expect(err).toContain(label)
+    expect(err).toContain('from 1 to 600000')
+    w.unmount()
+  })
+
+  it('the edit dialog PATCHes the changed timeouts, a cleared one as null', async () => {
+    asRole('admin')
+    const calls = mockApi({
+      'GET /v1/providers': { body: { data: [timed], next_cursor: null } },
+      'PATCH /v1/providers/prv_2': { body: { ...timed, timeouts: { connect_ms: null, first_byte_ms: 45000, idle_ms: 60000 } } },
+    })
+    const w = await mountPage(ProvidersPage)
+    await w.get('[data-testid="edit-timeouts-anthropic"]').trigger('click')
+    await flushPromises()
+    const dialog = w.get('[data-testid="timeouts-dialog"]')
+    expect((dialog.get('[data-testid="edit-connect-ms"]').element as HTMLInputElement).value).toBe('5000')
+    expect((dialog.get('[data-testid="edit-idle-ms"]').element as HTMLInputElement).value).toBe('60000')
+    await dialog.get('[data-testid="edit-connect-ms"]').setValue('')
+    await dialog.get('[data-testid="edit-first-byte-ms"]').setValue('45000')
+    await dialog.get('[data-testid="timeouts-form"]').trigger('submit')
+    await flushPromises()
+    const patch = calls.find((c) => c.method === 'PATCH')
+    expect(patch?.url).toBe('/v1/providers/prv_2')
+    // idle_ms unchanged: not sent, so the server keeps it.
+    expect(patch?.body).toEqual({ timeouts: { connect_ms: null, first_byte_ms: 45000 } })
+    expect(w.find('[data-testid="timeouts-dialog"]').exists()).toBe(false)
+    expect(w.text()).toContain('Timeouts of anthropic updated.')
+    // The list was reloaded after the change.
+    expect(calls.filter((c) => c.method === 'GET' && c.url.startsWith('/v1/providers')).length).toBe(2)
+    w.unmount()
+  })
+
+  it('the edit dialog rejects an out-of-range timeout without calling the API', async () => {
+    asRole('admin')
+    const calls = mockApi({ 'GET /v1/providers': { body: { data: [timed], next_cursor: null } } })
+    const w = await mountPage(ProvidersPage)
+    await w.get('[data-testid="edit-timeouts-anthropic"]').trigger('click')
+    await flushPromises()
+    await w.get('[data-testid="edit-idle-ms"]').setValue('700000')
+    await w.get('[data-testid="timeouts-form"]').trigger('submit')
+    await flushPromises()
+    expect(calls.some((c) => c.method === 'PATCH')).toBe(false)
+    expect(w.get('[data-testid="timeouts-error"]').text()).toContain('Idle timeout')
+    expect(w.find('[data-testid="timeouts-dialog"]').exists()).toBe(true)
     w.unmount()
   })
 })

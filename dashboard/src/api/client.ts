@@ -15,6 +15,7 @@ import type {
   MintToken,
   Overview,
   PatchProject,
+  PatchProvider,
   Project,
   Provider,
   Session,
@@ -54,6 +55,7 @@ export const ENDPOINTS = {
   revokeToken: { method: 'DELETE', path: '/v1/tokens/{token}' },
   listProviders: { method: 'GET', path: '/v1/providers', query: PAGE },
   createProvider: { method: 'POST', path: '/v1/providers' },
+  patchProvider: { method: 'PATCH', path: '/v1/providers/{provider}' },
   deleteProvider: { method: 'DELETE', path: '/v1/providers/{provider}' },
   rotateKey: { method: 'POST', path: '/v1/providers/{provider}/rotate-key' },
   listUsage: {
@@ -208,6 +210,8 @@ export const api = {
   listProviders: (limit = 100, cursor?: string) =>
     request<List<Provider>>('listProviders', { query: { limit, cursor } }),
   createProvider: (body: CreateProvider) => request<Provider>('createProvider', { body }),
+  patchProvider: (provider: string, body: PatchProvider) =>
+    request<Provider>('patchProvider', { params: { provider }, body }),
   deleteProvider: (provider: string) => request<Deleted>('deleteProvider', { params: { provider } }),
   rotateKey: (provider: string, apiKey: string) =>
     request<Provider>('rotateKey', { params: { provider }, body: { api_key: apiKey } }),

@@ -145,6 +145,33 @@ export interface Breaker {
   updated_at: string
 }
 
+/**
+ * A provider's own timeouts in milliseconds (`TimeoutsView`); `null` (or absent) = the
+ * proxy's `[upstream]` value for that timeout.
+ */
+export interface ProviderTimeouts {
+  connect_ms?: number | null
+  first_byte_ms?: number | null
+  idle_ms?: number | null
+}
+
+/** The three timeout fields, in display order. */
+export type TimeoutKey = keyof ProviderTimeouts
+export const TIMEOUT_KEYS: readonly TimeoutKey[] = ['connect_ms', 'first_byte_ms', 'idle_ms']
+/** Bounds of one timeout in `TimeoutsInput` (whole milliseconds). */
+export const TIMEOUT_MIN_MS = 1
+export const TIMEOUT_MAX_MS = 600_000
+
+/**
+ * `TimeoutsInput`: each a whole number from 1 to 600000 ms. In `PATCH` a missing key keeps
+ * that timeout and `null` removes it (back to the proxy default).
+ */
+export interface TimeoutsInput {
+  connect_ms?: number | null
+  first_byte_ms?: number | null
+  idle_ms?: number | null
+}
+
 export interface Provider {
   id: string
   name: string
@@ -153,6 +180,8 @@ export interface Provider {
   models: string[]
   priority: number
   api_key_masked: string
+  /** This deployment's own timeouts (ms); a `null` one uses the proxy's `[upstream]` value. */
+  timeouts: ProviderTimeouts
   created_at: string
   updated_at: string
   /** Added with issue #9; may be absent or empty. */
@@ -166,6 +195,17 @@ export interface CreateProvider {
   api_key: string
   models?: string[]
   priority?: number
+  /** Default: the proxy's `[upstream]` timeouts. */
+  timeouts?: TimeoutsInput | null
+}
+
+/** `PATCH /v1/providers/{provider}`: absent fields are left unchanged. */
+export interface PatchProvider {
+  base_url?: string
+  models?: string[]
+  priority?: number
+  /** A missing key keeps that timeout, `null` removes it; `null` here removes all three. */
+  timeouts?: TimeoutsInput | null
 }
 
 export interface UsageEvent {
