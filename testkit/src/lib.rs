@@ -24,5 +24,5 @@ pub mod sse;
 pub use mock::{Fault, MockUpstream, RecordedRequest, Scenario};
 pub use otlp::OtlpReceiver;
 pub use process::{ChildProcess, cargo_bin, wait_for_tcp};
-pub use redis::RedisServer;
+pub use redis::{RedisCluster, RedisServer};
 pub use sse::{SseEvent, parse_sse};
