@@ -384,6 +384,33 @@ pub async fn chat(proxy_url: &str, token: &str, stream: bool) -> (u16, String) {
     (status, resp.text().await.unwrap())
 }
 
+/// One streamed chat completion through `proxy_url` with `tokens` output tokens, the mock
+/// waiting `delay_ms` between chunks; (status, body), or (0, the error) when the proxy went
+/// away under it (kill -9).
+pub async fn stream_chat(
+    client: &reqwest::Client,
+    proxy_url: &str,
+    token: &str,
+    tokens: u32,
+    delay_ms: u32,
+) -> (u16, String) {
+    let resp = client
+        .post(format!("{proxy_url}/v1/chat/completions"))
+        .bearer_auth(token)
+        .header("x-mock-tokens", tokens.to_string())
+        .header("x-mock-delay-ms", delay_ms.to_string())
+        .json(&serde_json::json!({"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"go"}]}))
+        .send()
+        .await;
+    match resp {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
 /// The control REST API as an admin.
 #[derive(Debug, Clone)]
 pub struct Admin {

@@ -42,21 +42,9 @@ async fn two_controls_on_a_cluster_keep_one_exact_budget_and_revoke_everywhere()
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     for i in 0..120 {
-        let url = format!("{}/v1/chat/completions", proxies[i % 2].url());
-        let (client, token) = (client.clone(), token.clone());
+        let (client, url, token) = (client.clone(), proxies[i % 2].url(), token.clone());
         tasks.push(tokio::spawn(async move {
-            let resp = client
-                .post(url)
-                .bearer_auth(token)
-                .header("x-mock-tokens", "400")
-                .header("x-mock-delay-ms", "2")
-                .json(&serde_json::json!({"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"go"}]}))
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let body = resp.text().await.unwrap();
-            (status, body)
+            stream_chat(&client, &url, &token, 400, 2).await
         }));
     }
     // A stream is refused (402) or admitted; an admitted one may be cut off mid-way with a

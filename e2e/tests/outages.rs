@@ -19,32 +19,6 @@ const PROVIDER_KEY: &str = "sk-outage-PROVIDER-key-5678";
 /// Proxies borrow $0.01 per lease (e2e proxy config).
 const LEASE: u64 = 10_000;
 
-/// One streamed chat completion with `tokens` output tokens; (status, body).
-async fn spend(
-    client: &reqwest::Client,
-    proxy_url: &str,
-    token: &str,
-    tokens: u32,
-    delay_ms: u32,
-) -> (u16, String) {
-    let resp = client
-        .post(format!("{proxy_url}/v1/chat/completions"))
-        .bearer_auth(token)
-        .header("x-mock-tokens", tokens.to_string())
-        .header("x-mock-delay-ms", delay_ms.to_string())
-        .json(&serde_json::json!({"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"go"}]}))
-        .send()
-        .await;
-    match resp {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.text().await.unwrap_or_default())
-        }
-        // The proxy died under us (kill -9).
-        Err(e) => (0, e.to_string()),
-    }
-}
-
 async fn until<F, Fut>(what: &str, timeout: Duration, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -79,7 +53,7 @@ async fn spend_until_refused(
 ) -> (usize, Option<String>) {
     let mut served = 0;
     for _ in 0..100 {
-        let (status, body) = spend(client, proxy_url, token, 1_500, 0).await;
+        let (status, body) = stream_chat(client, proxy_url, token, 1_500, 0).await;
         match status {
             200 => served += 1,
             503 => return (served, Some(body)),
@@ -100,12 +74,15 @@ async fn warm_up(
     tokens: u32,
 ) -> (usize, Vec<Value>) {
     until("the proxy serves", Duration::from_secs(10), || async {
-        spend(client, proxy_url, token, 10, 0).await.0 == 200
+        stream_chat(client, proxy_url, token, 10, 0).await.0 == 200
     })
     .await;
     let mut served = 1;
     for _ in 0..3 {
-        assert_eq!(spend(client, proxy_url, token, tokens, 0).await.0, 200);
+        assert_eq!(
+            stream_chat(client, proxy_url, token, tokens, 0).await.0,
+            200
+        );
         served += 1;
     }
     let usage = usage_reaches(admin, project, served, Duration::from_secs(10)).await;
@@ -154,12 +131,12 @@ async fn control_outage_serves_inside_leases_then_fails_closed_and_loses_no_repo
     for p in &proxies {
         p.ready().await.unwrap();
         until("the proxy serves", Duration::from_secs(10), || async {
-            spend(&client, &p.url(), &token, 10, 0).await.0 == 200
+            stream_chat(&client, &p.url(), &token, 10, 0).await.0 == 200
         })
         .await;
         served += 1;
         for _ in 0..4 {
-            assert_eq!(spend(&client, &p.url(), &token, 200, 0).await.0, 200);
+            assert_eq!(stream_chat(&client, &p.url(), &token, 200, 0).await.0, 200);
             served += 1;
         }
     }
@@ -187,7 +164,7 @@ async fn control_outage_serves_inside_leases_then_fails_closed_and_loses_no_repo
             "proxy {i} served {inside}: more than its lease"
         );
         assert_eq!(
-            spend(&client, &p.url(), &token, 10, 0).await.0,
+            stream_chat(&client, &p.url(), &token, 10, 0).await.0,
             503,
             "still closed"
         );
@@ -213,7 +190,7 @@ async fn control_outage_serves_inside_leases_then_fails_closed_and_loses_no_repo
         until(
             "spend after the outage",
             Duration::from_secs(10),
-            || async { spend(&client, &p.url(), &token, 10, 0).await.0 == 200 },
+            || async { stream_chat(&client, &p.url(), &token, 10, 0).await.0 == 200 },
         )
         .await;
     }
@@ -253,11 +230,14 @@ async fn killed_proxy_lease_counts_as_spent_and_the_limit_holds() {
 
     // A serves and reports.
     until("A serves", Duration::from_secs(10), || async {
-        spend(&client, &a.url(), &token_a, 10, 0).await.0 == 200
+        stream_chat(&client, &a.url(), &token_a, 10, 0).await.0 == 200
     })
     .await;
     for _ in 0..4 {
-        assert_eq!(spend(&client, &a.url(), &token_a, 200, 0).await.0, 200);
+        assert_eq!(
+            stream_chat(&client, &a.url(), &token_a, 200, 0).await.0,
+            200
+        );
     }
     let reported = usage_reaches(&admin, &project, 5, Duration::from_secs(10)).await;
     assert_eq!(unique_ids(&reported), 5);
@@ -268,7 +248,7 @@ async fn killed_proxy_lease_counts_as_spent_and_the_limit_holds() {
     for _ in 0..10 {
         let (client, url, token) = (client.clone(), a.url(), token_a.clone());
         inflight.push(tokio::spawn(async move {
-            spend(&client, &url, &token, 400, 5).await
+            stream_chat(&client, &url, &token, 400, 5).await
         }));
     }
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -336,7 +316,7 @@ async fn killed_proxy_lease_counts_as_spent_and_the_limit_holds() {
         for _ in 0..10 {
             let (client, url, token) = (client.clone(), b.url(), token_b.clone());
             tasks.push(tokio::spawn(async move {
-                spend(&client, &url, &token, 400, 1).await
+                stream_chat(&client, &url, &token, 400, 1).await
             }));
         }
         for t in tasks {
@@ -388,7 +368,7 @@ async fn redis_outage_under_load_loses_nothing() {
     for p in &proxies {
         p.ready().await.unwrap();
         until("the proxy serves", Duration::from_secs(10), || async {
-            spend(&client, &p.url(), &token, 10, 0).await.0 == 200
+            stream_chat(&client, &p.url(), &token, 10, 0).await.0 == 200
         })
         .await;
     }
@@ -412,7 +392,7 @@ async fn redis_outage_under_load_loses_nothing() {
         );
         load.push(tokio::spawn(async move {
             while !stop.load(Ordering::SeqCst) {
-                let (status, body) = spend(&client, &url, &token, 40, 0).await;
+                let (status, body) = stream_chat(&client, &url, &token, 40, 0).await;
                 let down = outage.load(Ordering::SeqCst);
                 match status {
                     200 => {
@@ -492,7 +472,9 @@ async fn redis_outage_under_load_loses_nothing() {
     assert_eq!(cost_sum(&usage), spent, "Σ usage events == spent");
     // And spending works again.
     assert_eq!(
-        spend(&client, &proxies[0].url(), &token, 10, 0).await.0,
+        stream_chat(&client, &proxies[0].url(), &token, 10, 0)
+            .await
+            .0,
         200
     );
 }
@@ -519,7 +501,10 @@ async fn spilled_reports_of_a_killed_proxy_are_delivered_exactly_once() {
     drop(control);
     let during = 6;
     for _ in 0..during {
-        assert_eq!(spend(&client, &proxy.url(), &token, 100, 0).await.0, 200);
+        assert_eq!(
+            stream_chat(&client, &proxy.url(), &token, 100, 0).await.0,
+            200
+        );
     }
     served += during;
     let spill = proxy.dir.path().join("spill").join("usage-spill.jsonl");
@@ -633,7 +618,7 @@ async fn fail_open_serves_beyond_the_lease_up_to_the_cap_then_refuses() {
         "{body}"
     );
     assert_eq!(
-        spend(&client, &proxy.url(), &token, 10, 0).await.0,
+        stream_chat(&client, &proxy.url(), &token, 10, 0).await.0,
         503,
         "still refused"
     );
@@ -681,7 +666,7 @@ async fn fail_open_serves_beyond_the_lease_up_to_the_cap_then_refuses() {
     until(
         "spend after the outage",
         Duration::from_secs(10),
-        || async { spend(&client, &proxy.url(), &token, 10, 0).await.0 == 200 },
+        || async { stream_chat(&client, &proxy.url(), &token, 10, 0).await.0 == 200 },
     )
     .await;
     assert!(!proxy.process.output().contains("panicked"));
@@ -715,7 +700,10 @@ async fn without_spill_dir_queued_reports_are_kept_in_memory_and_delivered() {
     drop(control);
     let during = 8;
     for _ in 0..during {
-        assert_eq!(spend(&client, &proxy.url(), &token, 100, 0).await.0, 200);
+        assert_eq!(
+            stream_chat(&client, &proxy.url(), &token, 100, 0).await.0,
+            200
+        );
     }
     served += during;
     until(

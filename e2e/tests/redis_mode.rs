@@ -146,21 +146,9 @@ async fn budget_is_exact_across_three_replicas() {
     let client = reqwest::Client::new();
     let mut tasks = Vec::new();
     for i in 0..300 {
-        let url = format!("{}/v1/chat/completions", proxies[i % 3].url());
-        let token = tokens[i % 3].clone();
-        let client = client.clone();
+        let (client, url, token) = (client.clone(), proxies[i % 3].url(), tokens[i % 3].clone());
         tasks.push(tokio::spawn(async move {
-            let resp = client
-                .post(url)
-                .bearer_auth(token)
-                .header("x-mock-tokens", "400")
-                .header("x-mock-delay-ms", "2")
-                .json(&serde_json::json!({"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"go"}]}))
-                .send()
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            let body = resp.text().await.unwrap();
+            let (status, body) = stream_chat(&client, &url, &token, 400, 2).await;
             (status, body.contains("budget_exceeded"))
         }));
     }

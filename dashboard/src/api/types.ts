@@ -161,6 +161,14 @@ export const TIMEOUT_KEYS: readonly TimeoutKey[] = ['connect_ms', 'first_byte_ms
 /** Bounds of one timeout in `TimeoutsInput` (whole milliseconds). */
 export const TIMEOUT_MIN_MS = 1
 export const TIMEOUT_MAX_MS = 600_000
+/** The timeout inputs' values: `v-model` on `type="number"` yields a number, or '' when empty. */
+export type TimeoutFields = Record<TimeoutKey, string | number>
+/** Each timeout's input label. */
+export const TIMEOUT_HINTS: Record<TimeoutKey, string> = {
+  connect_ms: 'Connect timeout (ms)',
+  first_byte_ms: 'First-byte timeout (ms)',
+  idle_ms: 'Idle timeout between chunks (ms)',
+}
 
 /**
  * `TimeoutsInput`: each a whole number from 1 to 600000 ms. In `PATCH` a missing key keeps
