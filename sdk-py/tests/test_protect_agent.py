@@ -309,6 +309,56 @@ def test_concurrent_scopes_in_threads(provider_env: Mock) -> None:
     assert env_now()["OPENAI_API_KEY"] == OPENAI_KEY and not _active
 
 
+def test_a_scope_started_while_another_thread_s_is_active_talks_to_the_provider(provider_env: Mock) -> None:
+    """A second thread's scope takes its upstream from the agent's own environment, not from
+    the first scope's proxy URL and token that are in `os.environ` meanwhile: it keeps working
+    after the first scope (and its proxy) has ended."""
+    provider_env.clear()
+    first_active, second_active, first_done = threading.Event(), threading.Event(), threading.Event()
+    errors: List[BaseException] = []
+
+    @protect_agent(budget=BudgetConfig(1))
+    def first() -> None:
+        first_active.set()
+        assert second_active.wait(30)
+
+    @protect_agent(budget=BudgetConfig(1))
+    def second() -> None:
+        second_active.set()
+        assert first_done.wait(30)  # the first scope's proxy is gone now
+        scope = current_scope()
+        assert scope is not None
+        c = openai.OpenAI(**scope.openai_kwargs(), max_retries=0)
+        c.chat.completions.create(model="gpt-4o-mini", messages=PROMPT)  # type: ignore[arg-type]
+
+    def run_first() -> None:
+        try:
+            first()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+        finally:
+            first_done.set()
+
+    def run_second() -> None:
+        try:
+            assert first_active.wait(30)
+            second()
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run_first), threading.Thread(target=run_second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    # The provider got the call with the agent's real key.
+    reqs = provider_env.requests()
+    assert len(reqs) == 1, reqs
+    assert reqs[0]["headers"]["authorization"] == f"Bearer {OPENAI_KEY}", reqs[0]["headers"]
+    assert env_now()["OPENAI_API_KEY"] == OPENAI_KEY and not _active
+
+
 def test_other_errors_pass_through(provider_env: Mock) -> None:
     @protect_agent(budget=BudgetConfig(1))
     def broken() -> None:

@@ -116,6 +116,15 @@ def _apply(values: Mapping[str, Optional[str]]) -> None:
             os.environ[k] = v
 
 
+def _agent_environ() -> Dict[str, str]:
+    """The agent's own provider environment: as it was before the first active scope (of any
+    thread or task) replaced it with an Iron proxy's URL and token."""
+    with _env_lock:
+        source: Mapping[str, Optional[str]] = _saved if _active else os.environ
+        values = {k: source.get(k) for k in ENV_VARS}
+    return {k: v for k, v in values.items() if v is not None}
+
+
 def _env_push(scope: AgentScope) -> None:
     with _env_lock:
         if not _active:
@@ -335,7 +344,8 @@ class protect_agent:  # noqa: N801 - used as a decorator, named like a function
                 keys = {"openai": outer.api_key, "anthropic": outer.api_key}
                 env_urls = {"openai": outer.base_url, "anthropic": outer.anthropic_base_url}
             else:
-                keys, env_urls = provider_keys_from_env()
+                # Not `os.environ`: a scope of another thread may have set it to its own proxy.
+                keys, env_urls = provider_keys_from_env(_agent_environ())
             if urls is None:
                 urls = env_urls
         budget = self.budget
