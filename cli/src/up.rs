@@ -4,7 +4,8 @@
 //! files) → start control on its own tokio runtime in a background thread (bind, register
 //! providers from `OPENAI_API_KEY` / `ANTHROPIC_API_KEY`, serve) → run the proxy in control
 //! mode on this thread (blocking) and, once it has loaded its routing data, print where
-//! things are and the `export` lines → on Ctrl-C / SIGTERM stop control and exit. Loopback/private upstreams are allowed here.
+//! things are and the `export` lines → on Ctrl-C / SIGTERM stop control and exit.
+//! Loopback/private upstreams are allowed here.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

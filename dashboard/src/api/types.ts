@@ -171,14 +171,10 @@ export const TIMEOUT_HINTS: Record<TimeoutKey, string> = {
 }
 
 /**
- * `TimeoutsInput`: each a whole number from 1 to 600000 ms. In `PATCH` a missing key keeps
- * that timeout and `null` removes it (back to the proxy default).
+ * `TimeoutsInput`: the same fields, each a whole number from 1 to 600000 ms. In `PATCH` a
+ * missing key keeps that timeout and `null` removes it (back to the proxy default).
  */
-export interface TimeoutsInput {
-  connect_ms?: number | null
-  first_byte_ms?: number | null
-  idle_ms?: number | null
-}
+export type TimeoutsInput = ProviderTimeouts
 
 export interface Provider {
   id: string

@@ -179,20 +179,31 @@ pub fn upstream_body(body: &RequestBody, edit: BodyEdit) -> Result<Bytes, ProxyE
     let Some(json) = &body.json else {
         return Ok(body.raw.clone());
     };
-    let close = body.raw.iter().rposition(|b| !b.is_ascii_whitespace());
-    match (edit, close) {
-        (BodyEdit::Unchanged, _) => Ok(body.raw.clone()),
-        (BodyEdit::AddStreamOptions, Some(close)) if body.raw[close] == b'}' => {
-            let mut out = Vec::with_capacity(body.raw.len() + STREAM_OPTIONS_MEMBER.len());
-            out.extend_from_slice(&body.raw[..close]);
-            out.extend_from_slice(STREAM_OPTIONS_MEMBER);
-            out.extend_from_slice(&body.raw[close..]);
-            Ok(Bytes::from(out))
-        }
-        _ => serde_json::to_vec(json).map(Bytes::from).map_err(|_| {
+    let spliced = match edit {
+        BodyEdit::Unchanged => return Ok(body.raw.clone()),
+        BodyEdit::AddStreamOptions => splice_stream_options(&body.raw),
+        BodyEdit::Reserialise => None,
+    };
+    match spliced {
+        Some(bytes) => Ok(bytes),
+        None => serde_json::to_vec(json).map(Bytes::from).map_err(|_| {
             ProxyError::new(ErrorCode::Internal, "could not serialise the request body")
         }),
     }
+}
+
+/// `raw` (a JSON object with members) with [`STREAM_OPTIONS_MEMBER`] before its closing
+/// brace; `None` when the last non-blank byte is not that brace.
+fn splice_stream_options(raw: &[u8]) -> Option<Bytes> {
+    let close = raw.iter().rposition(|b| !b.is_ascii_whitespace())?;
+    if raw[close] != b'}' {
+        return None;
+    }
+    let mut out = Vec::with_capacity(raw.len() + STREAM_OPTIONS_MEMBER.len());
+    out.extend_from_slice(&raw[..close]);
+    out.extend_from_slice(STREAM_OPTIONS_MEMBER);
+    out.extend_from_slice(&raw[close..]);
+    Some(Bytes::from(out))
 }
 
 #[cfg(test)]
